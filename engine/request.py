@@ -1,0 +1,94 @@
+"""What the API layers hand the engine, and what streams back to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+import numpy as np
+
+from engine.sampling import SamplingParams
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class Priority(IntEnum):
+    """Lower runs first: live sessions are never stuck behind HTTP batch work."""
+
+    REALTIME = 0
+    BATCH = 1
+
+
+@dataclass
+class GenerationRequest:
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    priority: Priority = Priority.BATCH
+
+
+@dataclass
+class TopLogprob:
+    token_id: int
+    logprob: float
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[TopLogprob] = field(default_factory=list)
+
+
+@dataclass
+class GenerationOutput:
+    """One streamed increment of a generation. The last one has finish_reason set."""
+
+    token_ids: list[int]  # tokens new in this increment
+    text: str  # text new in this increment (stop strings already cut)
+    logprobs: list[TokenLogprob] | None
+    finish_reason: FinishReason | None
+    prompt_tokens: int
+    completion_tokens: int  # cumulative
+    matched_stop: int | str | None = None  # the stop token id or stop string that ended it
+
+
+@dataclass
+class TranscriptionRequest:
+    audio: np.ndarray  # float32 mono 16 kHz; any length (split into <= 30 s windows)
+    model: str
+    language: str | None = None  # None: English for .en models, detected for multilingual ones
+    task: Literal["transcribe", "translate"] = "transcribe"
+    prompt: str | None = None  # previous text, for context
+    temperature: float = 0.0
+    priority: Priority = Priority.BATCH
+    # "full" pads every window to Whisper's 30 s; "trimmed" encodes only the audio there is
+    # (plus a margin), which is what makes re-decoding live speech cheap on a CPU.
+    encoder_context: Literal["full", "trimmed"] = "full"
+    with_timestamps: bool = False
+
+
+@dataclass
+class TranscriptSegment:
+    id: int
+    start: float  # seconds from the start of the request's audio
+    end: float
+    text: str
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TranscriptionResult:
+    text: str
+    language: str
+    duration: float  # seconds of audio
+    segments: list[TranscriptSegment]
+    tokens: int  # decoded tokens, for usage
+
+
+@dataclass
+class TranscriptionOutput:
+    """One streamed increment of a transcription. The last one has `result` set."""
+
+    text: str  # text new in this increment; concatenated increments equal result.text
+    result: TranscriptionResult | None = None

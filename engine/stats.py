@@ -1,0 +1,37 @@
+"""Live engine counters, read by /metrics and /health."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EngineStats:
+    # LLM
+    llm_waiting: int = 0  # requests queued, not yet admitted (no slot or no KV blocks)
+    llm_running: int = 0  # sequences in the running batch
+    llm_last_batch_size: int = 0
+    llm_max_batch_size: int = 0  # the largest decode batch seen since start
+    kv_blocks_total: int = 0
+    kv_blocks_used: int = 0
+    prompt_tokens_total: int = 0
+    generation_tokens_total: int = 0
+    generation_tokens_per_s: float = 0.0  # over the last few seconds
+    llm_requests_finished: int = 0
+    llm_requests_aborted: int = 0
+    # Whisper
+    asr_waiting: int = 0  # windows queued for encoding
+    asr_running: int = 0  # windows mid-decode
+    asr_last_batch_size: int = 0
+    asr_max_batch_size: int = 0  # the most windows in one encoder or decoder batch
+    asr_multi_request_batches: int = 0  # batches that mixed windows of 2+ requests/sessions
+    asr_windows_total: int = 0
+    asr_requests_finished: int = 0
+    # Steps
+    steps_total: int = 0
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def kv_usage(self) -> float:
+        return self.kv_blocks_used / self.kv_blocks_total if self.kv_blocks_total else 0.0
