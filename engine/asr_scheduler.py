@@ -1,0 +1,214 @@
+"""Batched Whisper work: requests become <= 30 s windows; windows from every request and
+session are encoded together and decoded step by step, alongside the LLM's steps."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from audio.segment import split_windows
+from engine.request import (
+    Priority,
+    TranscriptionOutput,
+    TranscriptionRequest,
+    TranscriptionResult,
+    TranscriptSegment,
+)
+from engine.stats import EngineStats
+from engine.whisper_runner import WhisperJob, WhisperRowOutput
+
+SAMPLE_RATE = 16000
+_task_ids = itertools.count()
+
+
+@dataclass
+class TranscriptionTask:
+    """One request: its windows, their latest text, and what has been streamed out."""
+
+    request: TranscriptionRequest
+    windows: list[tuple[int, int]]  # sample ranges
+    outputs: asyncio.Queue[TranscriptionOutput | BaseException]
+    task_id: int = field(default_factory=lambda: next(_task_ids))
+    window_outputs: list[WhisperRowOutput | None] = field(default_factory=list)
+    released: str = ""
+    aborted: bool = False
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.window_outputs = [None] * len(self.windows)
+
+
+@dataclass
+class WindowWork:
+    task: TranscriptionTask
+    index: int
+    job: WhisperJob
+
+
+@dataclass
+class WhisperGroup:
+    """Windows decoding together. `handle` is the runner's batch, created on the inference thread."""
+
+    model: str
+    windows: list[WindowWork]
+    handle: Any = None
+    finished: list[bool] = field(default_factory=list)
+    cancelled: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.finished = [False] * len(self.windows)
+
+    @property
+    def done(self) -> bool:
+        return all(f or i in self.cancelled for i, f in enumerate(self.finished))
+
+
+@dataclass
+class ASRWork:
+    new_groups: list[WhisperGroup]  # encode + first decode step
+    running_groups: list[WhisperGroup]  # one more decode step each
+    cancels: list[tuple[WhisperGroup, int]]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new_groups or self.running_groups)
+
+
+class ASRScheduler:
+    def __init__(self, max_batch: int, stats: EngineStats) -> None:
+        self.max_batch = max_batch
+        self.stats = stats
+        self.waiting: dict[Priority, deque[WindowWork]] = {p: deque() for p in Priority}
+        self.running: list[WhisperGroup] = []
+
+    def add(self, task: TranscriptionTask) -> None:
+        req = task.request
+        for i, (start, end) in enumerate(task.windows):
+            job = WhisperJob(
+                audio=req.audio[start:end], language=req.language, task=req.task,
+                prompt=req.prompt if i == 0 else None, temperature=req.temperature,
+                encoder_context=req.encoder_context, with_timestamps=req.with_timestamps,
+            )  # fmt: skip
+            self.waiting[req.priority].append(WindowWork(task, i, job))
+        self._update_stats()
+
+    def has_work(self) -> bool:
+        return bool(self.running) or any(self.waiting.values())
+
+    def schedule(self) -> ASRWork:
+        cancels: list[tuple[WhisperGroup, int]] = []
+        for group in self.running:
+            for i, work in enumerate(group.windows):
+                if work.task.aborted and not group.finished[i] and i not in group.cancelled:
+                    group.cancelled.add(i)
+                    cancels.append((group, i))
+        self.running = [g for g in self.running if not g.done]
+        for queue in self.waiting.values():
+            for work in [w for w in queue if w.task.aborted]:
+                queue.remove(work)
+        new_group = self._form_group()
+        work = ASRWork([new_group] if new_group else [], list(self.running), cancels)
+        if new_group:
+            self.running.append(new_group)
+        self._update_stats()
+        return work
+
+    def _form_group(self) -> WhisperGroup | None:
+        """The most urgent waiting window picks the model; the group fills with that model's windows."""
+        first = next((q[0] for p in Priority if (q := self.waiting[p])), None)
+        if first is None:
+            return None
+        model = first.task.request.model
+        picked: list[WindowWork] = []
+        for priority in Priority:
+            queue = self.waiting[priority]
+            for work in [w for w in queue if w.task.request.model == model][: self.max_batch - len(picked)]:
+                queue.remove(work)
+                picked.append(work)
+        group = WhisperGroup(model, picked)
+        self.stats.asr_last_batch_size = len(picked)
+        self.stats.asr_max_batch_size = max(self.stats.asr_max_batch_size, len(picked))
+        self.stats.asr_windows_total += len(picked)
+        if len({w.task.task_id for w in picked}) > 1:
+            self.stats.asr_multi_request_batches += 1
+        return group
+
+    def fail_group(self, group: WhisperGroup, error: BaseException) -> None:
+        if group in self.running:
+            self.running.remove(group)
+        for work in group.windows:
+            if not work.task.done:
+                work.task.done = True
+                work.task.outputs.put_nowait(error)
+
+    def postprocess(self, group: WhisperGroup, rows: list[WhisperRowOutput]) -> None:
+        touched: dict[int, TranscriptionTask] = {}
+        for i, (work, row) in enumerate(zip(group.windows, rows, strict=True)):
+            if i in group.cancelled or group.finished[i]:
+                continue
+            group.finished[i] = row.finished
+            work.task.window_outputs[work.index] = row
+            touched[work.task.task_id] = work.task
+        for task in touched.values():
+            if not task.aborted and not task.done:
+                self._stream(task)
+        self._update_stats()
+
+    def _stream(self, task: TranscriptionTask) -> None:
+        """Release text for the windows decoded so far, in order; finish when all are done."""
+        parts: list[str] = []
+        all_done = True
+        for out in task.window_outputs:
+            if out is None:
+                all_done = False
+                break
+            parts.append(out.text)
+            if not out.finished:
+                all_done = False
+                break
+        text = "".join(parts).lstrip()
+        if all_done:
+            result = self._result(task, text.rstrip())
+            delta = result.text[len(task.released) :] if result.text.startswith(task.released) else ""
+            task.done = True
+            self.stats.asr_requests_finished += 1
+            task.outputs.put_nowait(TranscriptionOutput(text=delta, result=result))
+            return
+        # Hold back trailing space and half-decoded characters: they may not survive.
+        text = text.rstrip().rstrip("\ufffd")
+        if len(text) > len(task.released) and text.startswith(task.released):
+            delta = text[len(task.released) :]
+            task.released = text
+            task.outputs.put_nowait(TranscriptionOutput(text=delta))
+
+    def _result(self, task: TranscriptionTask, text: str) -> TranscriptionResult:
+        segments: list[TranscriptSegment] = []
+        tokens = 0
+        for (start, _), out in zip(task.windows, task.window_outputs, strict=True):
+            assert out is not None
+            tokens += out.num_tokens
+            offset = start / SAMPLE_RATE
+            for seg in out.segments:
+                if seg.text.strip():
+                    segments.append(
+                        TranscriptSegment(len(segments), offset + seg.start, offset + seg.end, seg.text.strip(), seg.tokens)
+                    )
+        first = task.window_outputs[0]
+        language = first.language if first is not None else (task.request.language or "en")
+        # The streamed prefix is kept even if a later window changed its mind about spacing.
+        if task.released and not text.startswith(task.released):
+            text = task.released + " " + text[len(task.released) :].lstrip()
+        duration = len(task.request.audio) / SAMPLE_RATE
+        return TranscriptionResult(text=text, language=language, duration=duration, segments=segments, tokens=tokens)
+
+    def _update_stats(self) -> None:
+        self.stats.asr_waiting = sum(len(q) for q in self.waiting.values())
+        self.stats.asr_running = sum(len(g.windows) - len(g.cancelled) for g in self.running if not g.done)
+
+
+def make_task(request: TranscriptionRequest, outputs: asyncio.Queue) -> TranscriptionTask:
+    windows = split_windows(request.audio, SAMPLE_RATE) if len(request.audio) else [(0, 0)]
+    return TranscriptionTask(request, windows, outputs)

@@ -1,0 +1,101 @@
+"""Llama-family forward pass over a paged KV cache, reusing the HF model's own modules.
+
+The HF modules (projections, norms, MLP) do the arithmetic, so `quantize_dynamic` on
+them applies here too; only attention and the cache are ours. One flat token batch:
+prefill rows are packed prompts, decode rows are one token per sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from engine.kv_cache import KVCache
+
+
+@dataclass
+class AttentionMetadata:
+    """How the flat batch's tokens map onto sequences and cache slots."""
+
+    is_prefill: bool
+    write_slots: torch.Tensor  # [num_tokens] where each token's K/V goes
+    # prefill: each sequence's prompt length, in packing order (attention runs per sequence)
+    prefill_lengths: list[int] | None = None
+    # decode: the cache slots each sequence attends to, padded, and which of them are real
+    context_slots: torch.Tensor | None = None  # [batch, max_context]
+    context_mask: torch.Tensor | None = None  # [batch, 1, 1, max_context] bool
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class PagedLlama:
+    def __init__(self, model: PreTrainedModel, max_positions: int) -> None:
+        config = model.config
+        self.model = model
+        self.num_layers = config.num_hidden_layers
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.vocab_size = config.vocab_size
+        rope = getattr(config, "rope_parameters", None) or {}
+        theta = rope.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"rope_type {rope['rope_type']!r} is not supported by the paged runner")
+        device = next(model.parameters()).device
+        inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim))
+        freqs = torch.outer(torch.arange(max_positions, dtype=torch.float32, device=device), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        dtype = next(model.parameters()).dtype
+        self.cos, self.sin = emb.cos().to(dtype), emb.sin().to(dtype)
+        self.scale = self.head_dim**-0.5
+
+    def _attention(self, layer_idx: int, attn_module: torch.nn.Module, x: torch.Tensor, positions: torch.Tensor,
+                   meta: AttentionMetadata, cache: KVCache) -> torch.Tensor:  # fmt: skip
+        n = x.shape[0]
+        q = attn_module.q_proj(x).view(n, self.num_heads, self.head_dim)
+        k = attn_module.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
+        v = attn_module.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
+        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        cache.k[layer_idx].index_copy_(0, meta.write_slots, k)
+        cache.v[layer_idx].index_copy_(0, meta.write_slots, v)
+
+        if meta.is_prefill:
+            assert meta.prefill_lengths is not None
+            outs = []
+            for q_s, k_s, v_s in zip(
+                q.split(meta.prefill_lengths), k.split(meta.prefill_lengths), v.split(meta.prefill_lengths), strict=True
+            ):
+                o = F.scaled_dot_product_attention(
+                    q_s.transpose(0, 1).unsqueeze(0), k_s.transpose(0, 1).unsqueeze(0),
+                    v_s.transpose(0, 1).unsqueeze(0), is_causal=True, scale=self.scale, enable_gqa=True,
+                )  # fmt: skip
+                outs.append(o.squeeze(0).transpose(0, 1))
+            out = torch.cat(outs, dim=0)
+        else:
+            assert meta.context_slots is not None and meta.context_mask is not None
+            ctx_k = cache.k[layer_idx][meta.context_slots].transpose(1, 2)  # [B, kv_heads, T, D]
+            ctx_v = cache.v[layer_idx][meta.context_slots].transpose(1, 2)
+            out = F.scaled_dot_product_attention(
+                q.unsqueeze(2), ctx_k, ctx_v, attn_mask=meta.context_mask, scale=self.scale, enable_gqa=True
+            ).squeeze(2)
+        return attn_module.o_proj(out.reshape(n, self.num_heads * self.head_dim))
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                cache: KVCache, logits_rows: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """Run the flat batch; return logits (fp32) only for the rows in `logits_rows`."""
+        body = self.model.model
+        h = body.embed_tokens(input_ids)
+        for i, layer in enumerate(body.layers):
+            h = h + self._attention(i, layer.self_attn, layer.input_layernorm(h), positions, meta, cache)
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        h = body.norm(h[logits_rows])
+        return self.model.lm_head(h).float()

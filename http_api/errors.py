@@ -1,0 +1,148 @@
+"""Every failure leaves the server as an OpenAI-shaped error: {"error": {message, type, param, code}}."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pydantic
+from aiohttp import web
+
+log = logging.getLogger("rtserve.http")
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES: dict[int, str] = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class APIError(Exception):
+    """Raised anywhere below a handler; the middleware turns it into the error response."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type or ("invalid_request_error" if status < 500 else "server_error")
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(message, status=400, param=param, code=code)
+
+
+def unsupported(param: str, detail: str = "") -> APIError:
+    message = f"'{param}' is not supported by this server" + (f": {detail}" if detail else "")
+    return APIError(message, status=400, param=param, code="unsupported_parameter")
+
+
+def model_not_found(model: str, param: str = "model") -> APIError:
+    return APIError(
+        f"The model '{model}' does not exist or is not served here", status=404, param=param, code="model_not_found"
+    )
+
+
+def error_response(error: APIError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+def sampling_error(exc: ValueError, rename: dict[str, str] | None = None) -> APIError:
+    """SamplingParams.validate messages start with the offending field's name."""
+    message = str(exc)
+    param = message.split(" ", 1)[0]
+    if rename and param in rename:
+        param = rename[param]
+        message = param + message[len(message.split(" ", 1)[0]) :]
+    return bad_request(message, param=param)
+
+
+def _loc_to_param(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("function-after", "function-before") or "[" in str(item):
+            continue  # union/validator branches pydantic adds to the location
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def validation_error(exc: pydantic.ValidationError) -> APIError:
+    first = exc.errors()[0]
+    param = _loc_to_param(tuple(first["loc"]))
+    if first["type"] == "extra_forbidden":
+        return APIError(
+            f"Unrecognized request argument supplied: {param}", param=param, code="unrecognized_argument"
+        )
+    if first["type"] == "missing":
+        return bad_request(f"Missing required parameter: '{param}'", param=param, code="missing_required_parameter")
+    message = first["msg"].removeprefix("Value error, ")
+    return bad_request(f"Invalid value for '{param}': {message}" if param else message, param=param, code="invalid_value")
+
+
+async def read_json(request: web.Request) -> dict:
+    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise APIError("The request body is too large", status=413, code="request_too_large") from exc
+    if not raw:
+        raise bad_request("The request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def parse_model(model: type[M], body: dict) -> M:
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return error_response(exc)
+    except pydantic.ValidationError as exc:
+        return error_response(validation_error(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status)
+        message = exc.reason if exc.status != 404 else f"No route for {request.method} {request.path}"
+        if exc.status == 405:
+            message = f"Method {request.method} is not allowed for {request.path}"
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(APIError(message, status=exc.status, code=code), headers)
+    except ConnectionResetError:
+        raise  # the client is gone; nothing to answer
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(APIError("The server had an internal error", status=500, code="internal_error"))

@@ -1,0 +1,221 @@
+"""What the LLM routes share: model checks, prompt-length rules, and running n requests at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from engine.async_engine import AsyncEngine, EngineStoppedError
+from engine.request import GenerationOutput, GenerationRequest, TokenLogprob
+from engine.sampling import SamplingParams
+from http_api.errors import APIError, bad_request, model_not_found, sampling_error
+
+T = TypeVar("T")
+
+
+def require_llm(engine: AsyncEngine, model: str | None, param: str = "model") -> str:
+    """The served LLM's name; 404 if the request names another model or no LLM is served."""
+    if engine.llm_name is None or engine.tokenizer is None:
+        raise APIError(
+            "This server serves no LLM (it was started with --llm none)",
+            status=404,
+            param=param,
+            code="model_not_found",
+        )
+    if model is not None and model != engine.llm_name:
+        raise model_not_found(model, param)
+    return engine.llm_name
+
+
+def vocab_size(engine: AsyncEngine) -> int:
+    """The model's vocabulary (what sampling indexes), falling back to the tokenizer's."""
+    return getattr(engine, "vocab_size", 0) or len(engine.tokenizer)  # type: ignore[arg-type]
+
+
+def engine_error(exc: BaseException) -> BaseException:
+    """What the engine raises for a request, as the API error the client should see."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, EngineStoppedError):
+        return APIError(f"The engine is not running: {exc}", status=503, code="engine_unavailable")
+    if isinstance(exc, ValueError):
+        return bad_request(str(exc))
+    return exc
+
+
+def check_token_ids(engine: AsyncEngine, ids: list[int], param: str) -> None:
+    size = vocab_size(engine)
+    for token_id in ids:
+        if not 0 <= token_id < size:
+            raise bad_request(f"token id {token_id} is outside the vocabulary (size {size})", param=param)
+
+
+def resolve_max_tokens(engine: AsyncEngine, prompt_len: int, requested: int | None, param: str) -> int:
+    """Requested tokens, or the rest of the context; 400 when prompt + completion cannot fit."""
+    limit = engine.max_model_len
+    if prompt_len == 0:
+        raise bad_request("the prompt is empty", param="prompt")
+    if requested is None:
+        if prompt_len >= limit:
+            raise APIError(
+                f"This model's maximum context length is {limit} tokens, but the prompt has {prompt_len} "
+                "tokens, leaving no room for the completion. Please shorten the prompt.",
+                param="messages" if param != "max_new_tokens" else "text",
+                code="context_length_exceeded",
+            )
+        return limit - prompt_len
+    if requested >= 1 and prompt_len + requested > limit:
+        raise APIError(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{prompt_len + requested} tokens ({prompt_len} in the prompt, {requested} for the completion). "
+            "Please reduce the length of the prompt or the completion.",
+            param=param,
+            code="context_length_exceeded",
+        )
+    return requested
+
+
+def validated(params: SamplingParams, engine: AsyncEngine, rename: dict[str, str] | None = None) -> SamplingParams:
+    try:
+        params.validate(vocab_size(engine))
+    except ValueError as exc:
+        raise sampling_error(exc, rename) from exc
+    return params
+
+
+def seeded(params: SamplingParams, i: int) -> SamplingParams:
+    """The i-th of n samples: same params, seed + i so seeded requests give n different answers."""
+    if i == 0 or params.seed is None:
+        return params
+    return SamplingParams(**{**params.__dict__, "seed": params.seed + i})
+
+
+def token_text(tokenizer: object, token_id: int) -> str:
+    return tokenizer.decode([token_id])  # type: ignore[attr-defined]
+
+
+def token_bytes(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+class RequestAborted(APIError):
+    def __init__(self) -> None:
+        super().__init__(
+            "The request was aborted by the server (it is shutting down)", status=503, code="request_aborted"
+        )
+
+
+@contextlib.asynccontextmanager
+async def closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close the stream on exit, so leaving early aborts the engine request now rather than at GC."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def fan_out(
+    engine: AsyncEngine, requests: list[GenerationRequest]
+) -> AsyncIterator[tuple[int, GenerationOutput]]:
+    """Run requests concurrently and yield (index, output) as increments arrive, in arrival order.
+
+    Closing this iterator early (client gone, error) cancels every request, which aborts them in the engine.
+    """
+    if len(requests) == 1:
+        try:
+            async with closing(engine.generate(requests[0])) as stream:
+                async for out in stream:
+                    yield 0, out
+        except Exception as exc:
+            raise engine_error(exc) from exc
+        return
+
+    queue: asyncio.Queue[tuple[int, GenerationOutput | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, req: GenerationRequest) -> None:
+        try:
+            async with closing(engine.generate(req)) as stream:
+                async for out in stream:
+                    queue.put_nowait((i, out))
+            queue.put_nowait((i, None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            queue.put_nowait((i, exc))
+
+    tasks = [asyncio.create_task(pump(i, req)) for i, req in enumerate(requests)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise engine_error(item) from item
+            else:
+                yield i, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class Collected:
+    """One finished sequence, accumulated from its increments."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    matched_stop: int | str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, out: GenerationOutput) -> None:
+        self.text += out.text
+        self.token_ids += out.token_ids
+        if out.logprobs:
+            self.logprobs += out.logprobs
+        self.prompt_tokens = out.prompt_tokens
+        self.completion_tokens = out.completion_tokens
+        if out.finish_reason is not None:
+            if out.finish_reason == "abort":
+                raise RequestAborted()
+            self.finish_reason = out.finish_reason
+            self.matched_stop = out.matched_stop
+
+
+async def collect(engine: AsyncEngine, requests: list[GenerationRequest]) -> list[Collected]:
+    results = [Collected() for _ in requests]
+    async with closing(fan_out(engine, requests)) as stream:
+        async for i, out in stream:
+            results[i].add(out)
+    return results
+
+
+def encode_chat(
+    engine: AsyncEngine,
+    messages: list[dict[str, str]],
+    template_kwargs: dict | None = None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """Render the tokenizer's chat template, then tokenize it (the template already holds the BOS/role tokens)."""
+    tokenizer = engine.tokenizer
+    try:
+        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False, **(template_kwargs or {})
+        )
+    except Exception as exc:  # jinja raises its own errors for messages a template rejects
+        raise bad_request(f"The chat template could not render these messages: {exc}", param="messages") from exc
+    return tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
+
+
+def clamp_logprob(value: float) -> float:
+    """-inf is not JSON; OpenAI reports impossible tokens as -9999."""
+    return value if value > -9999.0 else -9999.0

@@ -1,0 +1,69 @@
+"""EngineStats as Prometheus text exposition (version 0.0.4)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from engine.stats import EngineStats
+
+PREFIX = "rtserve_"
+CONTENT_TYPE = "text/plain"  # aiohttp adds the charset; Prometheus accepts plain text 0.0.4
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str  # gauge | counter
+    help: str
+    stat: str  # EngineStats attribute (or property)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("llm_requests_waiting", "gauge", "LLM requests queued, not yet admitted", "llm_waiting"),
+    Metric("llm_requests_running", "gauge", "LLM sequences in the running batch", "llm_running"),
+    Metric("llm_last_batch_size", "gauge", "Sequences in the last LLM step", "llm_last_batch_size"),
+    Metric("llm_max_batch_size", "gauge", "Largest LLM decode batch since start", "llm_max_batch_size"),
+    Metric("kv_cache_blocks_total", "gauge", "KV cache blocks", "kv_blocks_total"),
+    Metric("kv_cache_blocks_used", "gauge", "KV cache blocks in use", "kv_blocks_used"),
+    Metric("kv_cache_usage_ratio", "gauge", "Fraction of KV cache blocks in use", "kv_usage"),
+    Metric("prompt_tokens_total", "counter", "Prompt tokens prefilled", "prompt_tokens_total"),
+    Metric("generation_tokens_total", "counter", "Tokens generated", "generation_tokens_total"),
+    Metric("generation_tokens_per_second", "gauge", "Generated tokens/s over the last seconds", "generation_tokens_per_s"),
+    Metric("llm_requests_finished_total", "counter", "LLM requests finished (stop or length)", "llm_requests_finished"),
+    Metric("llm_requests_aborted_total", "counter", "LLM requests aborted (client gone, shutdown)", "llm_requests_aborted"),
+    Metric("asr_windows_waiting", "gauge", "Whisper windows queued for encoding", "asr_waiting"),
+    Metric("asr_windows_running", "gauge", "Whisper windows mid-decode", "asr_running"),
+    Metric("asr_last_batch_size", "gauge", "Whisper windows in the last batch", "asr_last_batch_size"),
+    Metric("asr_max_batch_size", "gauge", "Most Whisper windows in one batch since start", "asr_max_batch_size"),
+    Metric("asr_multi_request_batches_total", "counter", "Whisper batches mixing 2+ requests", "asr_multi_request_batches"),
+    Metric("asr_windows_total", "counter", "Whisper windows decoded", "asr_windows_total"),
+    Metric("asr_requests_finished_total", "counter", "Transcriptions finished", "asr_requests_finished"),
+    Metric("engine_steps_total", "counter", "Engine steps run", "steps_total"),
+)  # fmt: skip
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def render(stats: EngineStats, now: float | None = None) -> str:
+    lines: list[str] = []
+    for metric in METRICS:
+        name = PREFIX + metric.name
+        lines += [
+            f"# HELP {name} {metric.help}",
+            f"# TYPE {name} {metric.kind}",
+            f"{name} {_number(getattr(stats, metric.stat))}",
+        ]
+    uptime = (now if now is not None else time.time()) - stats.started_at
+    lines += [
+        f"# HELP {PREFIX}uptime_seconds Seconds since the engine started",
+        f"# TYPE {PREFIX}uptime_seconds gauge",
+        f"{PREFIX}uptime_seconds {uptime:.3f}",
+    ]
+    return "\n".join(lines) + "\n"

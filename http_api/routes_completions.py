@@ -1,0 +1,167 @@
+"""POST /v1/completions (the legacy text-completion API)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from engine.async_engine import AsyncEngine
+from engine.request import GenerationRequest, TokenLogprob
+from engine.sampling import SamplingParams
+from http_api import sse
+from http_api.app_keys import ENGINE_KEY
+from http_api.errors import APIError, parse_model, read_json
+from http_api.generation import (
+    RequestAborted,
+    check_token_ids,
+    clamp_logprob,
+    closing,
+    collect,
+    fan_out,
+    require_llm,
+    resolve_max_tokens,
+    seeded,
+    token_text,
+    validated,
+)
+from http_api.protocol_openai import (
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    Usage,
+    new_id,
+)
+
+log = logging.getLogger("rtserve.http")
+
+
+def sampling_params(req: CompletionRequest, max_tokens: int) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        min_p=req.min_p or 0.0,
+        seed=req.seed,
+        stop=req.stop_list(),
+        stop_token_ids=list(req.stop_token_ids or []),
+        ignore_eos=req.ignore_eos,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        logit_bias=req.logit_bias_ids(),
+        logprobs=req.logprobs,
+        skip_special_tokens=req.skip_special_tokens,
+        include_stop_str_in_output=req.include_stop_str_in_output,
+    )
+
+
+def completion_logprobs(tokenizer: object, logprobs: list[TokenLogprob], offset: int) -> CompletionLogprobs:
+    """The legacy format; text_offset counts characters from the start of the returned text."""
+    result = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+    for lp in logprobs:
+        token = token_text(tokenizer, lp.token_id)
+        result.tokens.append(token)
+        result.token_logprobs.append(clamp_logprob(lp.logprob))
+        result.top_logprobs.append({token_text(tokenizer, a.token_id): clamp_logprob(a.logprob) for a in lp.top})
+        result.text_offset.append(offset)
+        offset += len(token)
+    return result
+
+
+def encode_prompts(engine: AsyncEngine, req: CompletionRequest) -> list[tuple[str, list[int]]]:
+    """(text, token ids) per prompt; the text is what echo returns."""
+    tokenizer = engine.tokenizer
+    encoded = []
+    for i, prompt in enumerate(req.prompts()):
+        if isinstance(prompt, str):
+            encoded.append((prompt, tokenizer.encode(prompt)))  # type: ignore[attr-defined]
+        else:
+            check_token_ids(engine, prompt, f"prompt[{i}]" if isinstance(req.prompt[0], list) else "prompt")
+            encoded.append((tokenizer.decode(prompt), prompt))  # type: ignore[attr-defined]
+    return encoded
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE_KEY]
+    req = parse_model(CompletionRequest, await read_json(request))
+    req.check_supported()
+    model = require_llm(engine, req.model)
+    prompts = encode_prompts(engine, req)
+    requests: list[GenerationRequest] = []
+    for _, ids in prompts:
+        max_tokens = resolve_max_tokens(engine, len(ids), req.max_tokens, "max_tokens")
+        params = validated(sampling_params(req, max_tokens), engine)
+        requests += [GenerationRequest(list(ids), seeded(params, j)) for j in range(req.n)]
+    if req.stream:
+        return await stream_completions(request, req, model, prompts, requests)
+
+    results = await collect(engine, requests)
+    choices = []
+    for index, r in enumerate(results):
+        prefix = prompts[index // req.n][0] if req.echo else ""
+        logprobs = completion_logprobs(engine.tokenizer, r.logprobs, 0) if req.logprobs is not None else None
+        choices.append(
+            CompletionChoice(index=index, text=prefix + r.text, logprobs=logprobs, finish_reason=r.finish_reason)
+        )
+    prompt_tokens = sum(len(ids) for _, ids in prompts)
+    completion_tokens = sum(r.completion_tokens for r in results)
+    usage = Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )
+    body = Completion(id=new_id("cmpl"), model=model, choices=choices, usage=usage)
+    return web.json_response(body.model_dump())
+
+
+async def stream_completions(
+    request: web.Request,
+    req: CompletionRequest,
+    model: str,
+    prompts: list[tuple[str, list[int]]],
+    requests: list[GenerationRequest],
+) -> web.StreamResponse:
+    engine = request.app[ENGINE_KEY]
+    response = await sse.open_stream(request)
+    chunk_id, created = new_id("cmpl"), int(time.time())
+    with_usage = req.include_usage
+
+    async def send(choices: list[CompletionChoice], usage: Usage | None = None) -> None:
+        chunk = Completion(id=chunk_id, created=created, model=model, choices=choices, usage=usage)
+        await sse.send(response, chunk.model_dump(exclude=None if with_usage else {"usage"}))
+
+    completion_tokens = [0] * len(requests)
+    offsets = [0] * len(requests)
+    try:
+        if req.echo:
+            for index in range(len(requests)):
+                await send([CompletionChoice(index=index, text=prompts[index // req.n][0], finish_reason=None)])
+        async with closing(fan_out(engine, requests)) as stream:
+            async for index, out in stream:
+                if out.finish_reason == "abort":
+                    raise RequestAborted()
+                completion_tokens[index] = out.completion_tokens
+                if not out.text and not out.logprobs and out.finish_reason is None:
+                    continue
+                logprobs = None
+                if req.logprobs is not None:
+                    logprobs = completion_logprobs(engine.tokenizer, out.logprobs or [], offsets[index])
+                offsets[index] += len(out.text)
+                choice = CompletionChoice(index=index, text=out.text, logprobs=logprobs, finish_reason=out.finish_reason)
+                await send([choice])
+        if with_usage:
+            prompt_tokens = sum(len(ids) for _, ids in prompts)
+            total = sum(completion_tokens)
+            usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=total, total_tokens=prompt_tokens + total)
+            await send([], usage)
+        await sse.send_done(response)
+    except ConnectionResetError:
+        pass
+    except APIError as exc:
+        await sse.send_error(response, exc)
+    except Exception:
+        log.exception("completion stream failed")
+        await sse.send_error(response, APIError("The server had an internal error", status=500, code="internal_error"))
+    return response

@@ -1,0 +1,88 @@
+"""Models, health, version, metrics, tokenize and detokenize."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from aiohttp import web
+
+from engine.async_engine import AsyncEngine
+from http_api import metrics
+from http_api.app_keys import ENGINE_KEY
+from http_api.errors import model_not_found, parse_model, read_json
+from http_api.generation import check_token_ids, encode_chat, require_llm
+from http_api.protocol_openai import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    ModelCard,
+    ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+
+
+def model_cards(engine: AsyncEngine) -> list[ModelCard]:
+    created = int(engine.stats().started_at)
+    cards = []
+    if engine.llm_name is not None:
+        cards.append(ModelCard(id=engine.llm_name, created=created, max_model_len=engine.max_model_len))
+    cards += [ModelCard(id=name, created=created) for name in engine.asr_models]
+    return cards
+
+
+async def list_models(request: web.Request) -> web.Response:
+    body = ModelList(data=model_cards(request.app[ENGINE_KEY]))
+    return web.json_response(body.model_dump(exclude_none=True))
+
+
+async def get_model(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    for card in model_cards(request.app[ENGINE_KEY]):
+        if card.id == name:
+            return web.json_response(card.model_dump(exclude_none=True))
+    raise model_not_found(name)
+
+
+async def health(request: web.Request) -> web.Response:
+    engine = request.app.get(ENGINE_KEY)
+    if engine is None or not getattr(engine, "running", True):
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def server_version() -> str:
+    try:
+        return importlib.metadata.version("rtserve")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response({"version": server_version()})
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    text = metrics.render(request.app[ENGINE_KEY].stats())
+    return web.Response(text=text, content_type=metrics.CONTENT_TYPE)
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    req = parse_model(TokenizeRequest, await read_json(request))
+    req.check()
+    require_llm(engine, req.model)
+    if req.messages is not None:
+        messages = [m.to_template(i) for i, m in enumerate(req.messages)]
+        tokens = encode_chat(engine, messages, req.chat_template_kwargs, req.add_generation_prompt)
+    else:
+        tokens = engine.tokenizer.encode(req.prompt, add_special_tokens=req.add_special_tokens)  # type: ignore[attr-defined]
+    body = TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=engine.max_model_len)
+    return web.json_response(body.model_dump())
+
+
+async def detokenize(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE_KEY]
+    req = parse_model(DetokenizeRequest, await read_json(request))
+    require_llm(engine, req.model)
+    check_token_ids(engine, req.tokens, "tokens")
+    return web.json_response(DetokenizeResponse(prompt=engine.tokenizer.decode(req.tokens)).model_dump())  # type: ignore[attr-defined]
