@@ -194,7 +194,9 @@ class ASRScheduler:
             for seg in out.segments:
                 if seg.text.strip():
                     segments.append(
-                        TranscriptSegment(len(segments), offset + seg.start, offset + seg.end, seg.text.strip(), seg.tokens)
+                        TranscriptSegment(
+                            len(segments), offset + seg.start, offset + seg.end, seg.text.strip(), seg.tokens
+                        )
                     )
         first = task.window_outputs[0]
         language = first.language if first is not None else (task.request.language or "en")
@@ -202,7 +204,9 @@ class ASRScheduler:
         if task.released and not text.startswith(task.released):
             text = task.released + " " + text[len(task.released) :].lstrip()
         duration = len(task.request.audio) / SAMPLE_RATE
-        return TranscriptionResult(text=text, language=language, duration=duration, segments=segments, tokens=tokens)
+        return TranscriptionResult(
+            text=text, language=language, duration=duration, segments=segments, tokens=tokens
+        )
 
     def _update_stats(self) -> None:
         self.stats.asr_waiting = sum(len(q) for q in self.waiting.values())

@@ -106,15 +106,28 @@ class AsyncEngine:
             model = quantize_int8(model)
         self.max_model_len = min(cfg.max_model_len, model.config.max_position_embeddings)
         paged = PagedLlama(model, self.max_model_len)
-        num_blocks = max(cfg.kv_cache_tokens // cfg.kv_block_size, -(-self.max_model_len // cfg.kv_block_size))
+        num_blocks = max(
+            cfg.kv_cache_tokens // cfg.kv_block_size, -(-self.max_model_len // cfg.kv_block_size)
+        )
         dtype = next(model.model.embed_tokens.parameters()).dtype
         cache = KVCache.allocate(
-            paged.num_layers, num_blocks, cfg.kv_block_size, paged.num_kv_heads, paged.head_dim, dtype, self.device
+            paged.num_layers,
+            num_blocks,
+            cfg.kv_block_size,
+            paged.num_kv_heads,
+            paged.head_dim,
+            dtype,
+            self.device,
         )
         blocks = BlockManager(num_blocks, cfg.kv_block_size)
         self._llm_runner = LLMRunner(paged, cache, blocks, self.device)
         self._llm_scheduler = LLMScheduler(
-            blocks, cfg.max_num_seqs, cfg.max_prefill_tokens, self.max_model_len, bundle.eos_token_ids, self.stats_
+            blocks,
+            cfg.max_num_seqs,
+            cfg.max_prefill_tokens,
+            self.max_model_len,
+            bundle.eos_token_ids,
+            self.stats_,
         )
         self.stats_.kv_blocks_total = num_blocks
         self.llm_name = bundle.name
@@ -129,7 +142,9 @@ class AsyncEngine:
             if threads:
                 torch.set_num_threads(threads)
 
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="rtserve-inference", initializer=init_thread)
+        self._executor = ThreadPoolExecutor(
+            1, thread_name_prefix="rtserve-inference", initializer=init_thread
+        )
         self._wake = asyncio.Event()
         self._loop_task = asyncio.create_task(self._run_loop(), name="rtserve-scheduler")
 
@@ -143,7 +158,9 @@ class AsyncEngine:
             self._loop_task = None
         stopped = EngineStoppedError("the server is shutting down")
         if self._llm_scheduler is not None:
-            for seq in list(self._llm_scheduler.running) + [s for q in self._llm_scheduler.waiting.values() for s in q]:
+            for seq in list(self._llm_scheduler.running) + [
+                s for q in self._llm_scheduler.waiting.values() for s in q
+            ]:
                 seq.outputs.put_nowait(stopped)
         if self._executor is not None:
             self._executor.shutdown(wait=True)

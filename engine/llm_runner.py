@@ -27,7 +27,9 @@ class LLMRunner:
         self.blocks = block_manager
         self.device = device
 
-    def _prepare_prefill(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+    def _prepare_prefill(
+        self, seqs: list[Sequence]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
         ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
@@ -43,14 +45,18 @@ class LLMRunner:
         meta = AttentionMetadata(True, self._tensor(slots), prefill_lengths=lengths)
         return self._tensor(ids), self._tensor(positions), meta, self._tensor(last_rows)
 
-    def _prepare_decode(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+    def _prepare_decode(
+        self, seqs: list[Sequence]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
         max_context = max(s.num_tokens for s in seqs)
         context_slots = torch.full((len(seqs), max_context), self.cache.padding_slot, dtype=torch.long)
         context_mask = torch.zeros(len(seqs), 1, 1, max_context, dtype=torch.bool)
         for i, seq in enumerate(seqs):
             n = seq.num_tokens
             table = torch.tensor(seq.block_table, dtype=torch.long)
-            seq_slots = (table[:, None] * self.blocks.block_size + torch.arange(self.blocks.block_size)).flatten()
+            seq_slots = (
+                table[:, None] * self.blocks.block_size + torch.arange(self.blocks.block_size)
+            ).flatten()
             context_slots[i, :n] = seq_slots[:n]
             context_mask[i, ..., :n] = True
         positions = [s.num_tokens - 1 for s in seqs]

@@ -120,7 +120,9 @@ class LLMScheduler:
         assert seq.detokenizer is not None
         matched: int | str | None = None
         reason: FinishReason | None = None
-        if step.token_id in params.stop_token_ids or (not params.ignore_eos and step.token_id in self.eos_token_ids):
+        if step.token_id in params.stop_token_ids or (
+            not params.ignore_eos and step.token_id in self.eos_token_ids
+        ):
             matched, reason = step.token_id, "stop"
         else:
             stop_string = seq.detokenizer.add_token(step.token_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -57,7 +58,10 @@ def unsupported(param: str, detail: str = "") -> APIError:
 
 def model_not_found(model: str, param: str = "model") -> APIError:
     return APIError(
-        f"The model '{model}' does not exist or is not served here", status=404, param=param, code="model_not_found"
+        f"The model '{model}' does not exist or is not served here",
+        status=404,
+        param=param,
+        code="model_not_found",
     )
 
 
@@ -72,7 +76,13 @@ def sampling_error(exc: ValueError, rename: dict[str, str] | None = None) -> API
     if rename and param in rename:
         param = rename[param]
         message = param + message[len(message.split(" ", 1)[0]) :]
-    return bad_request(message, param=param)
+    return bad_request(message, param=param, code="invalid_value")
+
+
+# Union members and validators that pydantic adds to an error's location: "str", "list[int]", ...
+_TYPE_TAG = re.compile(
+    r"^(str|int|float|bool|none|dict|list|literal|function-\w+|[a-z-]+\[.*\])$", re.IGNORECASE
+)
 
 
 def _loc_to_param(loc: tuple) -> str:
@@ -80,24 +90,31 @@ def _loc_to_param(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("function-after", "function-before") or "[" in str(item):
-            continue  # union/validator branches pydantic adds to the location
-        else:
+        elif not _TYPE_TAG.match(str(item)):
             parts.append(("." if parts else "") + str(item))
     return "".join(parts)
 
 
 def validation_error(exc: pydantic.ValidationError) -> APIError:
-    first = exc.errors()[0]
+    errors = exc.errors()
+    first = errors[0]
     param = _loc_to_param(tuple(first["loc"]))
     if first["type"] == "extra_forbidden":
         return APIError(
             f"Unrecognized request argument supplied: {param}", param=param, code="unrecognized_argument"
         )
     if first["type"] == "missing":
-        return bad_request(f"Missing required parameter: '{param}'", param=param, code="missing_required_parameter")
+        return bad_request(
+            f"Missing required parameter: '{param}'", param=param, code="missing_required_parameter"
+        )
+    if len(errors) > 1 and all(_loc_to_param(tuple(e["loc"])).startswith(param) for e in errors):
+        # every member of a union rejected the value: say what was sent, not the first member's complaint
+        got = type(first.get("input")).__name__
+        return bad_request(f"Invalid type for '{param}': got {got}", param=param, code="invalid_type")
     message = first["msg"].removeprefix("Value error, ")
-    return bad_request(f"Invalid value for '{param}': {message}" if param else message, param=param, code="invalid_value")
+    return bad_request(
+        f"Invalid value for '{param}': {message}" if param else message, param=param, code="invalid_value"
+    )
 
 
 async def read_json(request: web.Request) -> dict:

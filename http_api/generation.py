@@ -78,7 +78,9 @@ def resolve_max_tokens(engine: AsyncEngine, prompt_len: int, requested: int | No
     return requested
 
 
-def validated(params: SamplingParams, engine: AsyncEngine, rename: dict[str, str] | None = None) -> SamplingParams:
+def validated(
+    params: SamplingParams, engine: AsyncEngine, rename: dict[str, str] | None = None
+) -> SamplingParams:
     try:
         params.validate(vocab_size(engine))
     except ValueError as exc:
@@ -212,7 +214,9 @@ def encode_chat(
             messages, add_generation_prompt=add_generation_prompt, tokenize=False, **(template_kwargs or {})
         )
     except Exception as exc:  # jinja raises its own errors for messages a template rejects
-        raise bad_request(f"The chat template could not render these messages: {exc}", param="messages") from exc
+        raise bad_request(
+            f"The chat template could not render these messages: {exc}", param="messages"
+        ) from exc
     return tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
 
 

@@ -91,6 +91,8 @@ class Usage(ResponseModel):
 
 # ---------------------------------------------------------------------------------------------- chat
 
+MEDIA_PART_TYPES = ("image_url", "input_image", "image", "input_audio", "audio_url", "file", "video_url")
+
 
 class ChatMessage(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -110,7 +112,9 @@ class ChatMessage(RequestModel):
         role = "system" if self.role == "developer" else self.role
         if self.content is None:
             if role != "assistant":
-                raise bad_request(f"{where}.content is required for role '{self.role}'", param=f"{where}.content")
+                raise bad_request(
+                    f"{where}.content is required for role '{self.role}'", param=f"{where}.content"
+                )
             return {"role": role, "content": ""}
         if isinstance(self.content, str):
             return {"role": role, "content": self.content}
@@ -119,7 +123,7 @@ class ChatMessage(RequestModel):
             kind = part.get("type")
             if kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
-            elif kind in ("image_url", "input_image", "image", "input_audio", "audio_url", "file", "video_url"):
+            elif kind in MEDIA_PART_TYPES:
                 raise APIError(
                     f"{where}.content[{j}] is a '{kind}' part, but the served model only reads text",
                     param=f"{where}.content[{j}].type",
@@ -278,7 +282,9 @@ class CompletionRequest(SamplingFields):
         if self.best_of is not None and self.best_of != self.n:
             raise unsupported("best_of", "only best_of == n is available")
         if self.echo and self.logprobs is not None:
-            raise unsupported("echo", "prompt logprobs are not computed, so echo cannot be combined with logprobs")
+            raise unsupported(
+                "echo", "prompt logprobs are not computed, so echo cannot be combined with logprobs"
+            )
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a string or a list of token ids."""
@@ -291,7 +297,9 @@ class CompletionRequest(SamplingFields):
             return [list(p)]  # type: ignore[arg-type]
         if all(isinstance(x, str) for x in p) or all(isinstance(x, list) for x in p):
             return list(p)  # type: ignore[arg-type]
-        raise bad_request("prompt must be a string, a list of strings or a list of token-id lists", param="prompt")
+        raise bad_request(
+            "prompt must be a string, a list of strings or a list of token-id lists", param="prompt"
+        )
 
 
 class CompletionLogprobs(ResponseModel):
@@ -344,7 +352,8 @@ class TranscriptionForm(BaseModel):
             raise unsupported("timestamp_granularities", "only 'segment' timestamps are available")
         if self.timestamp_granularities and self.response_format != "verbose_json":
             raise bad_request(
-                "timestamp_granularities requires response_format 'verbose_json'", param="timestamp_granularities"
+                "timestamp_granularities requires response_format 'verbose_json'",
+                param="timestamp_granularities",
             )
         if self.include:
             raise unsupported("include", "token logprobs are not returned for audio")

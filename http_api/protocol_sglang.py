@@ -58,7 +58,9 @@ class SGLangSamplingParams(StrictModel):
             try:
                 bias[int(key)] = value
             except ValueError:
-                raise bad_request(f"logit_bias keys must be token ids, got '{key}'", param="logit_bias") from None
+                raise bad_request(
+                    f"logit_bias keys must be token ids, got '{key}'", param="logit_bias"
+                ) from None
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
@@ -182,6 +184,8 @@ class GenerateResponse(BaseModel):
     def to_json(self) -> dict:
         body = self.model_dump(exclude_none=True)
         body["meta_info"]["finish_reason"] = (
-            self.meta_info.finish_reason.model_dump(exclude_none=True) if self.meta_info.finish_reason else None
+            self.meta_info.finish_reason.model_dump(exclude_none=True)
+            if self.meta_info.finish_reason
+            else None
         )
         return body

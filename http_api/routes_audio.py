@@ -30,7 +30,10 @@ async def read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
         data += chunk
         if len(data) > limit:
             raise APIError(
-                f"{what} is larger than the limit of {limit} bytes", status=413, param=what, code="file_too_large"
+                f"{what} is larger than the limit of {limit} bytes",
+                status=413,
+                param=what,
+                code="file_too_large",
             )
     return bytes(data)
 
@@ -65,7 +68,9 @@ async def read_form(request: web.Request, max_file_bytes: int) -> tuple[bytes, d
     except (ValueError, AssertionError) as exc:  # aiohttp's reader rejects malformed bodies this way
         raise bad_request(f"The multipart body could not be parsed: {exc}", code="invalid_multipart") from exc
     if file_data is None:
-        raise bad_request("Missing required parameter: 'file'", param="file", code="missing_required_parameter")
+        raise bad_request(
+            "Missing required parameter: 'file'", param="file", code="missing_required_parameter"
+        )
     return file_data, fields
 
 
@@ -82,7 +87,9 @@ def check_model(engine: AsyncEngine, form: TranscriptionForm, task: Task) -> str
                 param="model",
             )
         if language not in (None, "en", "english"):
-            raise bad_request(f"'{form.model}' only transcribes English, not '{form.language}'", param="language")
+            raise bad_request(
+                f"'{form.model}' only transcribes English, not '{form.language}'", param="language"
+            )
         return "en"
     if language is None:
         return None
@@ -92,7 +99,9 @@ def check_model(engine: AsyncEngine, form: TranscriptionForm, task: Task) -> str
         return language
     if language in TO_LANGUAGE_CODE:
         return TO_LANGUAGE_CODE[language]
-    raise bad_request(f"'{form.language}' is not a language Whisper knows (use an ISO-639-1 code)", param="language")
+    raise bad_request(
+        f"'{form.language}' is not a language Whisper knows (use an ISO-639-1 code)", param="language"
+    )
 
 
 async def handle(request: web.Request, task: Task) -> web.StreamResponse:
@@ -105,7 +114,8 @@ async def handle(request: web.Request, task: Task) -> web.StreamResponse:
     try:
         audio = await asyncio.get_running_loop().run_in_executor(None, decode_audio_file, data)
     except AudioDecodeError as exc:
-        raise bad_request(str(exc).capitalize(), param="file", code="invalid_audio") from exc
+        message = str(exc)
+        raise bad_request(message[:1].upper() + message[1:], param="file", code="invalid_audio") from exc
     job = TranscriptionRequest(
         audio=audio,
         model=form.model,

@@ -73,7 +73,9 @@ def chat_logprobs(tokenizer: object, logprobs: list[TokenLogprob]) -> ChatChoice
         for alt in lp.top:
             alt_token = token_text(tokenizer, alt.token_id)
             top.append(
-                TopLogprobEntry(token=alt_token, logprob=clamp_logprob(alt.logprob), bytes=token_bytes(alt_token))
+                TopLogprobEntry(
+                    token=alt_token, logprob=clamp_logprob(alt.logprob), bytes=token_bytes(alt_token)
+                )
             )
         content.append(
             ChatTokenLogprob(
@@ -142,13 +144,23 @@ async def stream_chat(
                 completion_tokens[i] = out.completion_tokens
                 if not out.text and not out.logprobs and out.finish_reason is None:
                     continue  # tokens held back (partial stop string or UTF-8 sequence)
-                logprobs = chat_logprobs(engine.tokenizer, out.logprobs) if req.logprobs and out.logprobs else None
+                logprobs = (
+                    chat_logprobs(engine.tokenizer, out.logprobs) if req.logprobs and out.logprobs else None
+                )
                 delta = ChatDelta(content=out.text)
-                await send([ChatChunkChoice(index=i, delta=delta, logprobs=logprobs, finish_reason=out.finish_reason)])
+                await send(
+                    [
+                        ChatChunkChoice(
+                            index=i, delta=delta, logprobs=logprobs, finish_reason=out.finish_reason
+                        )
+                    ]
+                )
         if with_usage:
             prompt_tokens = len(requests[0].prompt_token_ids)
             total = sum(completion_tokens)
-            usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=total, total_tokens=prompt_tokens + total)
+            usage = Usage(
+                prompt_tokens=prompt_tokens, completion_tokens=total, total_tokens=prompt_tokens + total
+            )
             await send([], usage)
         await sse.send_done(response)
     except ConnectionResetError:
@@ -157,5 +169,7 @@ async def stream_chat(
         await sse.send_error(response, exc)
     except Exception:
         log.exception("chat stream failed")
-        await sse.send_error(response, APIError("The server had an internal error", status=500, code="internal_error"))
+        await sse.send_error(
+            response, APIError("The server had an internal error", status=500, code="internal_error")
+        )
     return response

@@ -66,7 +66,9 @@ def completion_logprobs(tokenizer: object, logprobs: list[TokenLogprob], offset:
         token = token_text(tokenizer, lp.token_id)
         result.tokens.append(token)
         result.token_logprobs.append(clamp_logprob(lp.logprob))
-        result.top_logprobs.append({token_text(tokenizer, a.token_id): clamp_logprob(a.logprob) for a in lp.top})
+        result.top_logprobs.append(
+            {token_text(tokenizer, a.token_id): clamp_logprob(a.logprob) for a in lp.top}
+        )
         result.text_offset.append(offset)
         offset += len(token)
     return result
@@ -105,12 +107,16 @@ async def completions(request: web.Request) -> web.StreamResponse:
         prefix = prompts[index // req.n][0] if req.echo else ""
         logprobs = completion_logprobs(engine.tokenizer, r.logprobs, 0) if req.logprobs is not None else None
         choices.append(
-            CompletionChoice(index=index, text=prefix + r.text, logprobs=logprobs, finish_reason=r.finish_reason)
+            CompletionChoice(
+                index=index, text=prefix + r.text, logprobs=logprobs, finish_reason=r.finish_reason
+            )
         )
     prompt_tokens = sum(len(ids) for _, ids in prompts)
     completion_tokens = sum(r.completion_tokens for r in results)
     usage = Usage(
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
     )
     body = Completion(id=new_id("cmpl"), model=model, choices=choices, usage=usage)
     return web.json_response(body.model_dump())
@@ -137,7 +143,9 @@ async def stream_completions(
     try:
         if req.echo:
             for index in range(len(requests)):
-                await send([CompletionChoice(index=index, text=prompts[index // req.n][0], finish_reason=None)])
+                await send(
+                    [CompletionChoice(index=index, text=prompts[index // req.n][0], finish_reason=None)]
+                )
         async with closing(fan_out(engine, requests)) as stream:
             async for index, out in stream:
                 if out.finish_reason == "abort":
@@ -149,12 +157,16 @@ async def stream_completions(
                 if req.logprobs is not None:
                     logprobs = completion_logprobs(engine.tokenizer, out.logprobs or [], offsets[index])
                 offsets[index] += len(out.text)
-                choice = CompletionChoice(index=index, text=out.text, logprobs=logprobs, finish_reason=out.finish_reason)
+                choice = CompletionChoice(
+                    index=index, text=out.text, logprobs=logprobs, finish_reason=out.finish_reason
+                )
                 await send([choice])
         if with_usage:
             prompt_tokens = sum(len(ids) for _, ids in prompts)
             total = sum(completion_tokens)
-            usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=total, total_tokens=prompt_tokens + total)
+            usage = Usage(
+                prompt_tokens=prompt_tokens, completion_tokens=total, total_tokens=prompt_tokens + total
+            )
             await send([], usage)
         await sse.send_done(response)
     except ConnectionResetError:
@@ -163,5 +175,7 @@ async def stream_completions(
         await sse.send_error(response, exc)
     except Exception:
         log.exception("completion stream failed")
-        await sse.send_error(response, APIError("The server had an internal error", status=500, code="internal_error"))
+        await sse.send_error(
+            response, APIError("The server had an internal error", status=500, code="internal_error")
+        )
     return response

@@ -81,11 +81,15 @@ class SequenceState:
 
             meta.output_token_logprobs = [entry(lp.token_id, lp.logprob) for lp in self.logprobs]
             if req.top_logprobs_num > 0:
-                meta.output_top_logprobs = [[entry(a.token_id, a.logprob) for a in lp.top] for lp in self.logprobs]
+                meta.output_top_logprobs = [
+                    [entry(a.token_id, a.logprob) for a in lp.top] for lp in self.logprobs
+                ]
         return GenerateResponse(text=self.text, output_ids=list(self.output_ids), meta_info=meta, index=index)
 
 
-def build_requests(engine: AsyncEngine, req: GenerateRequest) -> tuple[list[GenerationRequest], list[SequenceState]]:
+def build_requests(
+    engine: AsyncEngine, req: GenerateRequest
+) -> tuple[list[GenerationRequest], list[SequenceState]]:
     prompts = req.prompts()
     params = req.params_for(len(prompts))
     rids = req.rids(len(prompts))
@@ -106,7 +110,9 @@ def build_requests(engine: AsyncEngine, req: GenerateRequest) -> tuple[list[Gene
         max_tokens = resolve_max_tokens(engine, len(ids), asked, "max_new_tokens")
         sampling = validated(params[i].to_engine(max_tokens, logprobs), engine, SAMPLING_NAMES)
         requests.append(GenerationRequest(list(ids), sampling))
-        states.append(SequenceState(rid=rids[i] or uuid.uuid4().hex, prompt_tokens=len(ids), max_tokens=max_tokens))
+        states.append(
+            SequenceState(rid=rids[i] or uuid.uuid4().hex, prompt_tokens=len(ids), max_tokens=max_tokens)
+        )
     return requests, states
 
 
@@ -145,5 +151,7 @@ async def stream_generate(
         await sse.send_error(response, exc)
     except Exception:
         log.exception("generate stream failed")
-        await sse.send_error(response, APIError("The server had an internal error", status=500, code="internal_error"))
+        await sse.send_error(
+            response, APIError("The server had an internal error", status=500, code="internal_error")
+        )
     return response

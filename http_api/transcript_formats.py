@@ -35,7 +35,9 @@ def segments_of(result: TranscriptionResult) -> list[tuple[float, float, str]]:
 
 
 def as_json(result: TranscriptionResult) -> dict:
-    return TranscriptionJSON(text=result.text.strip(), usage=DurationUsage(seconds=result.duration)).model_dump()
+    return TranscriptionJSON(
+        text=result.text.strip(), usage=DurationUsage(seconds=result.duration)
+    ).model_dump()
 
 
 def as_verbose_json(result: TranscriptionResult, task: str, temperature: float) -> dict:
@@ -81,6 +83,7 @@ def as_srt(result: TranscriptionResult) -> str:
 
 def as_vtt(result: TranscriptionResult) -> str:
     blocks = [
-        f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n" for start, end, text in segments_of(result)
+        f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n"
+        for start, end, text in segments_of(result)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from audio.vad import VadParams
+from realtime.protocol_openai import SessionConfig as OpenAISessionConfig
+from realtime.protocol_openai import unsupported_fields
 
 SessionMode = Literal["transcription", "conversation"]
 InputEncoding = Literal["pcm16", "pcmu", "pcma"]
@@ -28,7 +30,12 @@ class RealtimeLimits:
         limits = cls()
         if settings is None:
             return limits
-        for name in ("max_sessions", "max_session_seconds", "session_idle_timeout", "max_buffered_audio_seconds"):
+        for name in (
+            "max_sessions",
+            "max_session_seconds",
+            "session_idle_timeout",
+            "max_buffered_audio_seconds",
+        ):
             value = getattr(settings, name, None)
             if value is not None:
                 setattr(limits, name, type(getattr(limits, name))(value))
@@ -104,3 +111,151 @@ class SessionConfig:
             "tools": [],
             "include": None,
         }
+
+
+class SessionUpdateError(ValueError):
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
+
+def resolve_asr_model(name: str | None, asr_models: dict[str, Any], param: str) -> str:
+    """An ASR model name served by the engine; None (or OpenAI's `whisper-1`) picks the first one."""
+    if not asr_models:
+        raise SessionUpdateError(
+            "model_not_found", "this server has no speech recognition model loaded", param
+        )
+    if name is None or name == "whisper-1":
+        return next(iter(asr_models))
+    if name not in asr_models:
+        raise SessionUpdateError(
+            "model_not_found",
+            f"The model `{name}` does not exist. Available speech models: {', '.join(asr_models)}",
+            param,
+        )
+    return name
+
+
+def apply_openai_update(
+    current: SessionConfig,
+    update: OpenAISessionConfig,
+    asr_models: dict[str, Any],
+    llm_name: str | None,
+    started: bool,
+) -> SessionConfig:
+    """A new SessionConfig with an OpenAI `session.update` applied (atomically: any error changes nothing).
+
+    Fields we do not implement raise `unsupported_field`
+    naming them; values we cannot honour raise `invalid_value`.
+    """
+    unsupported = unsupported_fields(update, "session")
+    new = replace(current)
+    fields = update.model_fields_set
+    if "type" in fields and update.type is not None:
+        mode: SessionMode = "conversation" if update.type == "realtime" else "transcription"
+        if mode != current.mode and started:
+            raise SessionUpdateError(
+                "invalid_value", "session.type cannot change once audio or items were sent", "session.type"
+            )
+        new.mode = mode
+    conversation_only = ("model", "instructions", "max_output_tokens", "output_modalities")
+    if new.mode == "transcription":
+        unsupported += [f"session.{f}" for f in conversation_only if getattr(update, f) is not None]
+    if update.tools:
+        unsupported.append("session.tools")
+    if update.tool_choice not in (None, "none", "auto"):
+        unsupported.append("session.tool_choice")
+    if update.include:
+        unsupported.append("session.include")
+    if update.truncation not in (None, "auto", "disabled"):
+        unsupported.append("session.truncation")
+    if update.output_modalities is not None and set(update.output_modalities) - {"text"}:
+        unsupported.append("session.output_modalities")
+    audio_input = update.audio.input if update.audio is not None else None
+    td = audio_input.turn_detection if audio_input is not None else None
+    if td is not None and td.type != "server_vad":
+        unsupported.append("session.audio.input.turn_detection.type")
+    if unsupported:
+        raise SessionUpdateError(
+            "unsupported_field",
+            f"Not supported by this server: {', '.join(unsupported)}. Leave these fields out or null.",
+            unsupported[0],
+        )
+
+    if new.mode == "conversation":
+        if update.model is not None and update.model != llm_name:
+            raise SessionUpdateError(
+                "model_not_found",
+                f"The model `{update.model}` does not exist. The served language model is `{llm_name}`",
+                "session.model",
+            )
+        if llm_name is None:
+            raise SessionUpdateError(
+                "model_not_found",
+                "this server has no language model loaded for conversations",
+                "session.type",
+            )
+        new.llm_model = llm_name
+        if update.instructions is not None:
+            new.instructions = update.instructions
+        if "max_output_tokens" in fields:
+            mot = update.max_output_tokens
+            new.max_output_tokens = None if mot in (None, "inf") else int(mot)
+            if new.max_output_tokens is not None and new.max_output_tokens < 1:
+                raise SessionUpdateError(
+                    "invalid_value", "max_output_tokens must be at least 1", "session.max_output_tokens"
+                )
+
+    if audio_input is not None:
+        if audio_input.format is not None:
+            fmt = audio_input.format
+            if fmt.type == "audio/pcm":
+                rate = fmt.rate if fmt.rate is not None else 24000
+                if rate not in SUPPORTED_PCM_RATES:
+                    raise SessionUpdateError(
+                        "invalid_value",
+                        f"Unsupported sample rate {rate} for audio/pcm; use 24000 or 16000",
+                        "session.audio.input.format.rate",
+                    )
+                new.encoding, new.input_rate = "pcm16", rate
+            else:
+                new.encoding = "pcmu" if fmt.type == "audio/pcmu" else "pcma"
+                new.input_rate = 8000
+        tr = audio_input.transcription
+        if tr is not None:
+            param = "session.audio.input.transcription.model"
+            new.asr_model = resolve_asr_model(tr.model, asr_models, param)
+            info = asr_models[new.asr_model]
+            if tr.language is not None and not getattr(info, "multilingual", True) and tr.language != "en":
+                raise SessionUpdateError(
+                    "invalid_value",
+                    f"`{new.asr_model}` is English-only; language `{tr.language}` is not available",
+                    "session.audio.input.transcription.language",
+                )
+            new.language = tr.language
+            new.prompt = tr.prompt
+        if "turn_detection" in audio_input.model_fields_set:
+            if td is None:
+                new.vad = None
+            else:
+                base = current.vad or VadParams()
+                new.vad = VadParams(
+                    threshold=td.threshold if td.threshold is not None else base.threshold,
+                    prefix_padding_ms=(
+                        td.prefix_padding_ms if td.prefix_padding_ms is not None else base.prefix_padding_ms
+                    ),
+                    silence_duration_ms=(
+                        td.silence_duration_ms
+                        if td.silence_duration_ms is not None
+                        else base.silence_duration_ms
+                    ),
+                )
+                if td.create_response is not None:
+                    new.create_response = td.create_response
+                if td.interrupt_response is not None:
+                    new.interrupt_response = td.interrupt_response
+    if not new.asr_model:
+        new.asr_model = resolve_asr_model(None, asr_models, "session.audio.input.transcription.model")
+    return new

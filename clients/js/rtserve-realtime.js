@@ -109,7 +109,8 @@ export class RealtimeClient extends EventTarget {
     this.reconnectTimer = null;
     this.eventCounter = 0;
     this.audio = null; // {context, stream, source, node, sink}
-    this.droppedMs = 0; // audio dropped while the socket was not open
+    this.sentMs = 0; // audio sent this client's lifetime
+    this.droppedMs = 0; // audio dropped while the socket was not open (or too backed up)
     this.turnTimes = new Map(); // item_id -> speech_stopped time (performance.now())
     this.pendingReplyStart = null; // when the user turn that should trigger a reply ended
     this.firstDeltaSeen = new Set();
@@ -270,6 +271,10 @@ export class RealtimeClient extends EventTarget {
       if (url.protocol === "http:") url.protocol = "ws:";
       if (url.protocol === "https:") url.protocol = "wss:";
       if (this.model && !url.searchParams.has("model")) url.searchParams.set("model", this.model);
+      if (!url.searchParams.has("intent") && !url.searchParams.has("model")) {
+        // Tells the server the session kind up front (it would otherwise infer it from session.update).
+        url.searchParams.set("intent", this.session.type === "realtime" ? "conversation" : "transcription");
+      }
       const protocols = ["realtime"];
       if (this.apiKey) protocols.push(`openai-insecure-api-key.${this.apiKey}`);
 
@@ -409,7 +414,9 @@ export class RealtimeClient extends EventTarget {
       this.droppedMs += (bytes.length / 2 / this.sampleRate) * 1000;
       return false;
     }
-    return this.send({ type: "input_audio_buffer.append", audio: base64FromBytes(bytes) });
+    const sent = this.send({ type: "input_audio_buffer.append", audio: base64FromBytes(bytes) });
+    if (sent) this.sentMs += (bytes.length / 2 / this.sampleRate) * 1000;
+    return sent;
   }
 
   // ---- client events -------------------------------------------------------------------------

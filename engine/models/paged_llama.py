@@ -48,7 +48,9 @@ class PagedLlama:
         if rope.get("rope_type", "default") != "default":
             raise ValueError(f"rope_type {rope['rope_type']!r} is not supported by the paged runner")
         device = next(model.parameters()).device
-        inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim))
+        inv_freq = 1.0 / (
+            theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device) / self.head_dim)
+        )
         freqs = torch.outer(torch.arange(max_positions, dtype=torch.float32, device=device), inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         dtype = next(model.parameters()).dtype
@@ -71,7 +73,10 @@ class PagedLlama:
             assert meta.prefill_lengths is not None
             outs = []
             for q_s, k_s, v_s in zip(
-                q.split(meta.prefill_lengths), k.split(meta.prefill_lengths), v.split(meta.prefill_lengths), strict=True
+                q.split(meta.prefill_lengths),
+                k.split(meta.prefill_lengths),
+                v.split(meta.prefill_lengths),
+                strict=True,
             ):
                 o = F.scaled_dot_product_attention(
                     q_s.transpose(0, 1).unsqueeze(0), k_s.transpose(0, 1).unsqueeze(0),

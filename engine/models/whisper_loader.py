@@ -204,7 +204,9 @@ def _add_timestamp_tokens(tokenizer: WhisperTokenizer, vocab_size: int) -> None:
         raise ValueError(
             f"tokenizer has {len(tokenizer)} tokens but the model {vocab_size}: cannot place timestamps"
         )
-    tokens = [AddedToken(f"<|{i * 0.02:.2f}|>", special=True, normalized=False) for i in range(NUM_TIMESTAMPS)]
+    tokens = [
+        AddedToken(f"<|{i * 0.02:.2f}|>", special=True, normalized=False) for i in range(NUM_TIMESTAMPS)
+    ]
     tokenizer.add_tokens(tokens, special_tokens=True)
 
 
@@ -225,14 +227,18 @@ def _config_from_ct2(shapes: dict, package_config: dict, tokenizer: WhisperToken
     return config
 
 
-def _load_ct2(parts: list[Path], data_dir: Path) -> tuple[WhisperForConditionalGeneration, WhisperTokenizer, dict]:
+def _load_ct2(
+    parts: list[Path], data_dir: Path
+) -> tuple[WhisperForConditionalGeneration, WhisperTokenizer, dict]:
     started = time.monotonic()
     ct2 = read_ct2(parts)
     if ct2.spec_name != "WhisperSpec":
         raise ValueError(f"{parts[0]} holds a {ct2.spec_name}, not a Whisper model")
     state_dict, shapes = ct2_to_state_dict(ct2)
     del ct2
-    package_config = json.loads((data_dir / "config.json").read_text()) if (data_dir / "config.json").exists() else {}
+    package_config = (
+        json.loads((data_dir / "config.json").read_text()) if (data_dir / "config.json").exists() else {}
+    )
     tokenizer = _build_tokenizer(data_dir / "tokenizer.json", shapes["vocab_size"])
     config = _config_from_ct2(shapes, package_config, tokenizer)
     with torch.device("meta"):
@@ -240,7 +246,9 @@ def _load_ct2(parts: list[Path], data_dir: Path) -> tuple[WhisperForConditionalG
     missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
     missing = [m for m in missing if m != "proj_out.weight"]
     if missing or unexpected:
-        raise ValueError(f"CT2 -> transformers mapping is incomplete: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"CT2 -> transformers mapping is incomplete: missing {missing}, unexpected {unexpected}"
+        )
     if config.tie_word_embeddings:
         model.proj_out.weight = model.model.decoder.embed_tokens.weight
     meta = {"lang_ids": list(package_config.get("lang_ids", []))}
@@ -260,7 +268,9 @@ def _cache_is_valid(target: Path, stamp: str) -> bool:
     return marker.exists() and marker.read_text() == stamp
 
 
-def _save_cache(model: WhisperForConditionalGeneration, tokenizer: WhisperTokenizer, meta: dict, target: Path, stamp: str) -> None:
+def _save_cache(
+    model: WhisperForConditionalGeneration, tokenizer: WhisperTokenizer, meta: dict, target: Path, stamp: str
+) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -355,7 +365,9 @@ def load_whisper(spec: str, cache_dir: Path, device: str = "cpu") -> WhisperBund
         model, tokenizer, meta = _load_hf(local)
         return _make_bundle(_cache_name(local.name), model, tokenizer, meta, device)
     elif local.exists():
-        raise ValueError(f"{spec} is neither a CTranslate2 (model.bin) nor a transformers (config.json) directory")
+        raise ValueError(
+            f"{spec} is neither a CTranslate2 (model.bin) nor a transformers (config.json) directory"
+        )
     else:
         model, tokenizer, meta = _load_hf(spec)  # a hub id; needs network access or the HF cache
         return _make_bundle(spec.rsplit("/", 1)[-1], model, tokenizer, meta, device)

@@ -18,6 +18,8 @@ const ui = {
   silenceMsValue: $("silence-ms-value"),
   instructionsField: $("instructions-field"),
   instructions: $("instructions"),
+  maxTokensField: $("max-tokens-field"),
+  maxTokens: $("max-tokens"),
   sampleRate: $("sample-rate"),
   apiKey: $("api-key"),
   start: $("start"),
@@ -55,6 +57,8 @@ const STATE_LABELS = {
 };
 
 let client = null;
+let audioLabel = "";
+let lastAudioRender = 0;
 let unsubscribers = [];
 const turns = new Map(); // item_id -> turn element (user turns)
 const replies = new Map(); // response_id -> turn element (assistant turns)
@@ -82,6 +86,7 @@ function buildSession() {
       model: ui.llmModel.value || undefined,
       transcriptionModel: ui.asrModel.value || undefined,
       instructions: ui.instructions.value.trim() || undefined,
+      maxOutputTokens: Number.parseInt(ui.maxTokens.value, 10) || undefined,
     });
   }
   return RealtimeClient.transcriptionSession({ ...common, model: ui.asrModel.value || undefined });
@@ -96,6 +101,7 @@ function renderMode() {
   const chat = mode() === "chat";
   ui.llmField.hidden = !chat;
   ui.instructionsField.hidden = !chat;
+  ui.maxTokensField.hidden = !chat;
   ui.textForm.hidden = !chat;
   ui.cancel.hidden = !chat;
   ui.metricFirstTokenWrap.hidden = !chat;
@@ -106,6 +112,7 @@ function renderMode() {
 // ---- models ------------------------------------------------------------------------------------
 
 function isAsrModel(model) {
+  if (model.max_model_len) return false; // only language models have a context length
   const text = `${model.id} ${model.owned_by || ""} ${model.type || ""} ${(model.capabilities || []).join(" ")}`;
   return /whisper|asr|transcri|speech/i.test(text);
 }
@@ -173,7 +180,16 @@ function renderSessionMetrics(session) {
   const asr = input.transcription?.model || ui.asrModel.value || "server default";
   ui.metricModel.textContent = mode() === "chat" ? `${session?.model || ui.llmModel.value || "default"} + ${asr}` : asr;
   const rate = input.format?.rate || Number(ui.sampleRate.value);
-  ui.metricAudio.textContent = `PCM16 · ${rate / 1000} kHz`;
+  audioLabel = `PCM16 · ${rate / 1000} kHz`;
+  renderAudioMetric();
+}
+
+function renderAudioMetric() {
+  const sentS = client ? client.sentMs / 1000 : 0;
+  const droppedS = client ? client.droppedMs / 1000 : 0;
+  let text = sentS > 0 ? `${audioLabel} · ${sentS.toFixed(0)} s sent` : audioLabel;
+  if (droppedS >= 0.5) text += ` · ${droppedS.toFixed(1)} s dropped`;
+  ui.metricAudio.textContent = text;
 }
 
 function setLevel(rms) {
@@ -360,7 +376,14 @@ async function start() {
     const code = error.code ? ` (${error.code})` : "";
     showError(`${error.source === "server" ? "Server" : "Client"} error${code}: ${error.message}`);
   });
-  bind("level", ({ rms }) => setLevel(rms));
+  bind("level", ({ rms }) => {
+    setLevel(rms);
+    const now = performance.now();
+    if (now - lastAudioRender > 500) {
+      lastAudioRender = now;
+      renderAudioMetric();
+    }
+  });
   bind("latency", ({ kind, ms }) => recordLatency(kind, ms));
   bind("session.created", (event) => renderSessionMetrics(event.session));
   bind("session.updated", (event) => renderSessionMetrics(event.session));
@@ -422,7 +445,7 @@ ui.textForm.addEventListener("submit", (event) => {
 for (const input of ui.modeInputs) input.addEventListener("change", renderMode);
 ui.vadThreshold.addEventListener("input", renderSettingLabels);
 ui.silenceMs.addEventListener("input", renderSettingLabels);
-for (const control of [ui.vadThreshold, ui.silenceMs, ui.asrModel, ui.llmModel, ui.language, ui.instructions]) {
+for (const control of [ui.vadThreshold, ui.silenceMs, ui.asrModel, ui.llmModel, ui.language, ui.instructions, ui.maxTokens]) {
   control.addEventListener("change", onSettingsChange);
 }
 ui.apiKey.addEventListener("change", loadModels);

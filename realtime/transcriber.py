@@ -1,0 +1,207 @@
+"""Streaming transcription of one turn: re-decode the growing audio, emit only what two hypotheses agree on.
+
+LocalAgreement-2 at word level: a word is emitted once two successive hypotheses agree on it and on
+every word before it. Emitted text is never retracted; the final decode only appends the rest, so the
+concatenated deltas always equal the final transcript. Past `max_window_s` the window slides: the text
+of complete Whisper segments is committed and their audio dropped, so a turn can go on for minutes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.request import TranscriptionResult
+from realtime.session import StreamingSettings
+
+SAMPLE_RATE = 16000
+
+# (audio, prompt, with_timestamps) -> result. Cancelling the awaitable aborts the engine request.
+DecodeFn = Callable[[np.ndarray, str | None, bool], Awaitable[TranscriptionResult]]
+
+_PUNCT = re.compile(r"[^\w']+")
+
+
+def hypothesis_words(result: TranscriptionResult) -> list[str]:
+    """The decoded words. Segments are preferred: they are cut after repetition loops are removed."""
+    text = " ".join(seg.text for seg in result.segments) if result.segments else result.text
+    return text.split()
+
+
+def normalize_word(word: str) -> str:
+    return _PUNCT.sub("", word.lower())
+
+
+def join_words(words: list[str]) -> str:
+    return " ".join(words)
+
+
+class LocalAgreement:
+    """Word-level LocalAgreement-2 over the hypotheses of one audio window."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []  # words of this window already emitted
+        self.previous: list[str] | None = None
+
+    def update(self, hypothesis: list[str]) -> list[str]:
+        """Feed a new hypothesis; return the words that became stable (to emit now)."""
+        new: list[str] = []
+        if self.previous is not None:
+            agreed = 0
+            for a, b in zip(self.previous, hypothesis, strict=False):
+                if a != b:
+                    break
+                agreed += 1
+            if agreed > len(self.committed):
+                new = hypothesis[len(self.committed) : agreed]
+                self.committed.extend(new)
+        self.previous = hypothesis
+        return new
+
+    def rest(self, final: list[str]) -> list[str]:
+        """The words of the final hypothesis that come after what was already committed.
+
+        The final decode may word the committed part slightly differently; align on normalized words
+        and continue after the last committed word the final hypothesis also contains.
+        """
+        if not self.committed:
+            return list(final)
+        if final[: len(self.committed)] == self.committed:
+            return final[len(self.committed) :]
+        a = [normalize_word(w) for w in self.committed]
+        b = [normalize_word(w) for w in final]
+        blocks = [
+            m for m in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks() if m.size
+        ]
+        if not blocks:
+            return final[len(self.committed) :]
+        last = blocks[-1]
+        unmatched_tail = len(a) - (last.a + last.size)
+        return final[min(len(b), last.b + last.size + unmatched_tail) :]
+
+
+@dataclass
+class TurnOutput:
+    delta: str  # text to send now ("" for none)
+    transcript: str  # everything emitted for the turn so far
+
+
+class TurnTranscriber:
+    """One turn of speech. Not thread-safe; driven from one asyncio task at a time per turn."""
+
+    def __init__(self, decode: DecodeFn, settings: StreamingSettings, context: str = "") -> None:
+        self.decode = decode
+        self.settings = settings
+        self.context = context  # text before this turn (prompt)
+        self._chunks: list[np.ndarray] = []
+        self._audio = np.zeros(0, dtype=np.float32)
+        self.window_start = 0  # absolute sample (within the turn) where the decode window begins
+        self.total_samples = 0
+        self._last_partial_at = 0  # total_samples when the last partial decode was launched
+        self.agreement = LocalAgreement()
+        self.words: list[str] = []  # every word emitted for this turn
+        self.slid_words: list[str] = []  # words whose audio slid out of the window
+        self.decoded_tokens = 0
+
+    # ---- audio ----
+
+    def append(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._chunks.append(samples)
+            self.total_samples += len(samples)
+
+    def window_audio(self) -> np.ndarray:
+        if self._chunks:
+            self._audio = np.concatenate([self._audio, *self._chunks])
+            self._chunks.clear()
+        return self._audio
+
+    @property
+    def window_seconds(self) -> float:
+        return (self.total_samples - self.window_start) / SAMPLE_RATE
+
+    @property
+    def seconds(self) -> float:
+        return self.total_samples / SAMPLE_RATE
+
+    def due_for_partial(self) -> bool:
+        s = self.settings
+        return (
+            self.window_seconds >= s.min_partial_audio_s
+            and self.total_samples - self._last_partial_at >= s.partial_interval_s * SAMPLE_RATE
+        )
+
+    # ---- text ----
+
+    def _prompt(self) -> str | None:
+        text = " ".join(t for t in (self.context, join_words(self.slid_words)) if t).strip()
+        return text[-self.settings.prompt_chars :] or None
+
+    def _emit(self, words: list[str]) -> str:
+        if not words:
+            return ""
+        delta = (" " if self.words else "") + join_words(words)
+        self.words.extend(words)
+        return delta
+
+    @property
+    def transcript(self) -> str:
+        return join_words(self.words)
+
+    # ---- decodes ----
+
+    async def partial(self) -> TurnOutput:
+        """Re-decode the window; emit the newly agreed words (cancel-safe: no state changes until decoded)."""
+        self._last_partial_at = self.total_samples
+        audio = self.window_audio()
+        window_start = self.window_start
+        slide = len(audio) >= self.settings.max_window_s * SAMPLE_RATE
+        result = await self.decode(audio, self._prompt(), slide)
+        self.decoded_tokens += result.tokens
+        if window_start != self.window_start:
+            return TurnOutput("", self.transcript)  # the window moved while we decoded: stale
+        hypothesis = hypothesis_words(result)
+        new = self.agreement.update(hypothesis)
+        delta = self._emit(new)
+        if slide:
+            delta += self._slide(result, hypothesis, len(audio))
+        return TurnOutput(delta, self.transcript)
+
+    async def final(self) -> TurnOutput:
+        """Decode the whole window once more and emit the rest of the turn."""
+        audio = self.window_audio()
+        if len(audio) == 0:
+            return TurnOutput("", self.transcript)
+        result = await self.decode(audio, self._prompt(), False)
+        self.decoded_tokens += result.tokens
+        delta = self._emit(self.agreement.rest(hypothesis_words(result)))
+        return TurnOutput(delta, self.transcript)
+
+    def _slide(self, result: TranscriptionResult, hypothesis: list[str], window_len: int) -> str:
+        """Commit the words of every complete segment but the last, and drop their audio."""
+        counts = [len(seg.text.split()) for seg in result.segments]
+        cut_words, cut_time = 0, 0.0
+        if sum(counts) == len(hypothesis) and len(result.segments) > 1:
+            for seg, n in zip(result.segments[:-1], counts[:-1], strict=True):
+                if seg.end <= window_len / SAMPLE_RATE - 0.5:
+                    cut_words += n
+                    cut_time = seg.end
+        if cut_time < 1.0:
+            if window_len < (self.settings.max_window_s + 4.0) * SAMPLE_RATE:
+                return ""  # wait for a segment boundary a little longer
+            cut_words, cut_time = len(hypothesis), window_len / SAMPLE_RATE  # no boundary: cut all
+        committed = self.agreement.committed
+        delta = self._emit(hypothesis[len(committed) : cut_words]) if cut_words > len(committed) else ""
+        carried = committed[cut_words:]  # emitted words whose audio stays in the window
+        self.slid_words.extend(hypothesis[:cut_words])
+        cut = int(cut_time * SAMPLE_RATE)
+        self._audio = self._audio[cut:]
+        self.window_start += cut
+        self.agreement = LocalAgreement()
+        self.agreement.committed = list(carried)
+        self.agreement.previous = hypothesis[cut_words:]
+        return delta

@@ -1,0 +1,169 @@
+"""/v1/audio/transcriptions and /translations with the openai client, on synthesized speech."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.speech import speech_with_pauses, synthesize, wer
+
+TEXT = "The quick brown fox jumps over the lazy dog. Then it runs back into the quiet forest."
+RATE = 16000
+
+
+def encode(audio: np.ndarray, fmt: str = "WAV", rate: int = RATE) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return synthesize(TEXT)
+
+
+@pytest.fixture(scope="module")
+def wav(speech: np.ndarray) -> bytes:
+    return encode(speech)
+
+
+def test_transcription_json(openai_client, wav):
+    result = openai_client.audio.transcriptions.create(model="whisper-tiny.en", file=("speech.wav", wav))
+    assert wer(TEXT, result.text) < 0.2, result.text
+    assert result.usage.type == "duration" and result.usage.seconds > 3
+
+
+def test_transcription_flac_at_another_rate(openai_client, speech):
+    resampled = np.interp(np.arange(0, len(speech), 16000 / 22050), np.arange(len(speech)), speech)
+    flac = encode(resampled.astype(np.float32), "FLAC", 22050)
+    result = openai_client.audio.transcriptions.create(model="whisper-tiny.en", file=("speech.flac", flac))
+    assert wer(TEXT, result.text) < 0.2, result.text
+
+
+def test_verbose_json_segments(openai_client, wav, speech):
+    result = openai_client.audio.transcriptions.create(
+        model="whisper-tiny.en",
+        file=("speech.wav", wav),
+        response_format="verbose_json",
+        timestamp_granularities=["segment"],
+    )
+    duration = len(speech) / RATE
+    assert result.language == "english"
+    assert abs(result.duration - duration) < 0.05
+    assert wer(TEXT, result.text) < 0.2
+    assert result.segments, "verbose_json must list segments"
+    previous_end = 0.0
+    for i, segment in enumerate(result.segments):
+        assert segment.id == i
+        assert previous_end - 0.01 <= segment.start <= segment.end <= duration + 0.5
+        assert segment.text.strip()
+        previous_end = segment.end
+    joined = " ".join(s.text.strip() for s in result.segments)
+    assert wer(TEXT, joined) < 0.2
+
+
+TIMESTAMP = r"\d\d:\d\d:\d\d[,.]\d\d\d --> \d\d:\d\d:\d\d[,.]\d\d\d"
+
+
+def test_srt(openai_client, wav):
+    srt = openai_client.audio.transcriptions.create(
+        model="whisper-tiny.en", file=("a.wav", wav), response_format="srt"
+    )
+    blocks = [b for b in srt.strip().split("\n\n") if b]
+    assert blocks
+    for i, block in enumerate(blocks, start=1):
+        number, times, *text = block.split("\n")
+        assert number == str(i)
+        assert re.fullmatch(TIMESTAMP, times) and "," in times
+        assert text
+    spoken = " ".join(" ".join(b.split("\n")[2:]) for b in blocks)
+    assert wer(TEXT, spoken) < 0.2
+
+
+def test_vtt(openai_client, wav):
+    vtt = openai_client.audio.transcriptions.create(
+        model="whisper-tiny.en", file=("a.wav", wav), response_format="vtt"
+    )
+    assert vtt.startswith("WEBVTT\n\n")
+    cues = [c for c in vtt[len("WEBVTT\n\n") :].strip().split("\n\n") if c]
+    assert cues
+    for cue in cues:
+        times, *text = cue.split("\n")
+        assert re.fullmatch(TIMESTAMP, times) and "." in times
+        assert text
+
+
+def test_text_format(openai_client, wav):
+    text = openai_client.audio.transcriptions.create(
+        model="whisper-tiny.en", file=("a.wav", wav), response_format="text"
+    )
+    assert isinstance(text, str) and wer(TEXT, text) < 0.2
+
+
+def test_streaming_transcription(openai_client, wav):
+    events = list(
+        openai_client.audio.transcriptions.create(model="whisper-tiny.en", file=("a.wav", wav), stream=True)
+    )
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert deltas, "expected at least one delta event"
+    assert events[-1].type == "transcript.text.done"
+    assert [e.type for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1)
+    assert "".join(e.delta for e in deltas).strip() == events[-1].text
+    assert wer(TEXT, events[-1].text) < 0.2
+
+
+LONG_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "My grandmother baked fresh bread every Sunday morning.",
+    "Please remember to water the plants while I am away.",
+    "A small boat drifted slowly across the calm lake.",
+    "The library closes early on public holidays.",
+    "We watched the stars from the top of the hill.",
+    "He forgot his umbrella and got caught in the rain.",
+    "The children laughed as the puppy chased its tail.",
+]
+
+
+@pytest.fixture(scope="module")
+def long_wav() -> bytes:
+    return encode(speech_with_pauses(LONG_TEXTS, pause_s=1.0))  # > 30 s: several Whisper windows
+
+
+def test_long_audio_streams_several_deltas(openai_client, long_wav):
+    events = list(
+        openai_client.audio.transcriptions.create(
+            model="whisper-tiny.en", file=("long.wav", long_wav), stream=True
+        )
+    )
+    assert len([e for e in events if e.type == "transcript.text.delta"]) >= 2
+    assert wer(" ".join(LONG_TEXTS), events[-1].text) < 0.2, events[-1].text
+
+
+def test_long_audio_verbose_json(openai_client, long_wav):
+    result = openai_client.audio.transcriptions.create(
+        model="whisper-tiny.en", file=("long.wav", long_wav), response_format="verbose_json"
+    )
+    assert result.duration > 30
+    assert wer(" ".join(LONG_TEXTS), result.text) < 0.2, result.text
+    assert result.segments[-1].end > 30
+
+
+def test_multilingual_model_with_language(openai_client, wav):
+    result = openai_client.audio.transcriptions.create(
+        model="whisper-base", file=("a.wav", wav), language="en"
+    )
+    assert wer(TEXT, result.text) < 0.2, result.text
+
+
+def test_translation_with_whisper_base(openai_client, wav):
+    result = openai_client.audio.translations.create(model="whisper-base", file=("a.wav", wav))
+    # English speech translated to English is (close to) its transcript.
+    assert wer(TEXT, result.text) < 0.3, result.text
+    verbose = openai_client.audio.translations.create(
+        model="whisper-base", file=("a.wav", wav), response_format="verbose_json"
+    )
+    assert verbose.task == "translate" and verbose.segments

@@ -1,0 +1,146 @@
+"""/v1/realtime in vLLM's dialect, in the order vLLM's docs give: session.created, session.update {model},
+commit, appends, commit {final: true}, transcription.delta..., transcription.done. Plus the streaming logic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import websockets
+
+from clients.realtime_client import chunks, pcm16_base64
+from engine.request import TranscriptionResult, TranscriptSegment
+from realtime.session import StreamingSettings
+from realtime.transcriber import LocalAgreement, TurnTranscriber
+from tests.speech import synthesize, wer
+
+MODEL = "whisper-tiny.en"
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+LONG_TEXT = (
+    "The history of the town goes back many centuries. Farmers settled along the river and built small houses "
+    "of wood and stone. Over time a market grew in the central square, and traders came from distant cities to "
+    "sell cloth, salt and spices. In the spring the fields turned green and the children helped their parents "
+    "plant wheat and barley. Every autumn there was a great festival with music, dancing and long tables full of "
+    "bread and fruit. Today the old bridge still stands, and visitors walk across it to see the church and the "
+    "museum. Many families have lived here for generations, and they tell stories about the floods, the fires "
+    "and the good harvests."
+)
+
+
+async def recv_json(ws, timeout: float = 120.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def stream_utterance(ws, audio, pace_s: float = 0.02) -> tuple[list[str], dict]:
+    """commit, appends (100 ms chunks, faster than real time), commit final; collect deltas until done."""
+    await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+
+    async def send() -> None:
+        for chunk in chunks(audio, 16000, 100):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_base64(chunk)}))
+            await asyncio.sleep(pace_s)
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit", "final": True}))
+
+    sender = asyncio.create_task(send())
+    deltas: list[str] = []
+    while True:
+        event = await recv_json(ws)
+        assert event["type"] in ("transcription.delta", "transcription.done"), event
+        if event["type"] == "transcription.done":
+            break
+        deltas.append(event["delta"])
+    await sender
+    return deltas, event
+
+
+async def test_vllm_documented_sequence(server):
+    async with websockets.connect(f"{server.ws_url}/v1/realtime") as ws:
+        created = await recv_json(ws)
+        assert created["type"] == "session.created"
+        assert created["id"] and isinstance(created["created"], int)
+        await ws.send(json.dumps({"type": "session.update", "model": MODEL}))
+        deltas, done = await stream_utterance(ws, synthesize(SENTENCE))
+    assert done["text"] == "".join(deltas)
+    assert wer(SENTENCE, done["text"]) < 0.2, done["text"]
+    usage = done["usage"]
+    assert usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+async def test_vllm_next_utterance_on_same_session(server):
+    second = "I would like a cup of coffee please."
+    async with websockets.connect(f"{server.ws_url}/v1/realtime") as ws:
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "session.update", "model": MODEL}))
+        _, first_done = await stream_utterance(ws, synthesize(SENTENCE))
+        deltas, second_done = await stream_utterance(ws, synthesize(second))
+    assert wer(SENTENCE, first_done["text"]) < 0.2
+    assert second_done["text"] == "".join(deltas)
+    assert wer(second, second_done["text"]) < 0.2, second_done["text"]
+
+
+async def test_vllm_long_continuous_speech_slides_the_window(server):
+    """Over 30 s without a pause: stable text is committed and the window slides; nothing is lost."""
+    audio = synthesize(LONG_TEXT)
+    assert len(audio) / 16000 > 30
+    async with websockets.connect(f"{server.ws_url}/v1/realtime", max_size=None) as ws:
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "session.update", "model": MODEL}))
+        deltas, done = await stream_utterance(ws, audio, pace_s=0.03)
+    assert done["text"] == "".join(deltas)
+    assert len(deltas) > 3  # partial text arrived while the audio was streaming
+    assert wer(LONG_TEXT, done["text"]) < 0.15, done["text"]
+
+
+# ---- streaming logic, in process ----
+
+
+def test_local_agreement_emits_only_what_two_hypotheses_share():
+    la = LocalAgreement()
+    assert la.update("the quick".split()) == []
+    assert la.update("the quick brown".split()) == ["the", "quick"]
+    assert la.update("the quick brown fox".split()) == ["brown"]
+    assert la.update("the quack brown fox jumps".split()) == []  # disagreement inside committed text
+    assert la.update("the quick brown fox jumps".split()) == []  # agrees with the previous hypothesis on 2
+    assert la.update("the quick brown fox jumps over".split()) == ["fox", "jumps"]
+    assert la.rest("the quick brown fox jumps over the dog".split()) == ["over", "the", "dog"]
+
+
+def test_local_agreement_rest_aligns_a_reworded_prefix():
+    la = LocalAgreement()
+    la.committed = "hello there my friend".split()
+    # The final decode merged two committed words; the rest starts after "friend".
+    assert la.rest("hello there, my friend how are you".split()) == ["how", "are", "you"]
+    assert la.rest("hi there my friend how are you".split()) == ["how", "are", "you"]
+
+
+class ScriptedDecoder:
+    """Returns successive scripted hypotheses, recording the prompts it got."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.calls: list[tuple[int, str | None, bool]] = []
+
+    async def __call__(self, audio, prompt, with_timestamps) -> TranscriptionResult:
+        self.calls.append((len(audio), prompt, with_timestamps))
+        text = self.texts[min(len(self.calls) - 1, len(self.texts) - 1)]
+        seg = TranscriptSegment(0, 0.0, len(audio) / 16000, text)
+        return TranscriptionResult(text, "en", len(audio) / 16000, [seg], len(text.split()))
+
+
+async def test_turn_deltas_concatenate_to_the_final_transcript():
+    import numpy as np
+
+    decoder = ScriptedDecoder(
+        ["one two", "one two three", "one too three four", "one two three four five six"]
+    )
+    turn = TurnTranscriber(decoder, StreamingSettings(), context="earlier words")
+    deltas: list[str] = []
+    for _ in range(3):
+        turn.append(np.zeros(16000, dtype=np.float32))
+        deltas.append((await turn.partial()).delta)
+    final = await turn.final()
+    deltas.append(final.delta)
+    assert deltas == ["", "one two", "", " three four five six"]
+    assert "".join(deltas) == final.transcript == "one two three four five six"
+    assert all(prompt == "earlier words" for _, prompt, _ in decoder.calls)
