@@ -29,9 +29,12 @@ MAX_PROMPT_TOKENS = 220  # previous-text tokens kept after <|startofprev|>
 MAX_INITIAL_TIMESTAMP_S = 1.0
 TIME_PRECISION = 0.02  # seconds per timestamp token and per encoder position
 TRIM_GRANULARITY_S = 1.0
-# Trimmed context: encode the audio plus this much silence. Whisper was trained on 30 s windows
-# padded with silence; a little silence after the speech lets it see where speech ends.
+# Trimmed context: encode the audio plus at least this much silence, and never less than
+# TRIM_MIN_S in all. Whisper only ever saw 30 s windows; below ~10 s of context it starts to
+# repeat the utterance or hallucinate after the speech ends (measured on piper speech: WER 0.16-0.23
+# at 0-6 s minimum, 0.057 from 10 s on, vs 0.026 with the full 30 s).
 TRIM_MARGIN_S = 1.0
+TRIM_MIN_S = 10.0
 KV_CHUNK = 64  # self-attention cache grows by this many positions at a time
 NEG_INF = float("-inf")
 
@@ -144,7 +147,8 @@ def repetition_cut(tokens: list[int], max_period: int = 32) -> int | None:
     """If `tokens` ends in a loop (a block repeated many times), the length that keeps one copy of it."""
     n = len(tokens)
     for period in range(1, min(max_period, n // 3) + 1):
-        repeats = max(3, math.ceil(16 / period))  # "no no no" is speech; sixteen of them is a loop
+        # "no no no" is speech, sixteen of them a loop; a whole sentence said twice is a loop too.
+        repeats = 2 if period >= 8 else max(3, math.ceil(16 / period))
         span = period * repeats
         if span > n or tokens[-1] != tokens[-1 - period]:
             continue
@@ -235,7 +239,7 @@ class WhisperRunner:
         if job.encoder_context == "full":
             return self.max_source_positions
         seconds = len(job.audio) / SAMPLE_RATE + TRIM_MARGIN_S
-        seconds = math.ceil(seconds / TRIM_GRANULARITY_S) * TRIM_GRANULARITY_S
+        seconds = max(TRIM_MIN_S, math.ceil(seconds / TRIM_GRANULARITY_S) * TRIM_GRANULARITY_S)
         positions = int(round(seconds / TIME_PRECISION))
         return max(1, min(self.max_source_positions, positions))
 

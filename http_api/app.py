@@ -36,6 +36,15 @@ def engine_context(config: EngineConfig, engine: AsyncEngine | None):
     return run_engine
 
 
+async def abort_in_flight(app: web.Application) -> None:
+    """On shutdown, stop the engine before aiohttp waits on open handlers: each in-flight request then ends
+    now with a 503 (an error event on a stream) instead of running on until the shutdown timeout cuts it.
+    Registered after the realtime routes, so their sockets close with 1001 first."""
+    engine = app.get(ENGINE_KEY)
+    if engine is not None:
+        await engine.stop()
+
+
 def add_http_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", routes_chat.chat_completions)
     app.router.add_post("/v1/completions", routes_completions.completions)
@@ -77,4 +86,5 @@ def create_app(
     add_http_routes(app)
     setup_realtime_routes(app)
     setup_demo_routes(app)
+    app.on_shutdown.append(abort_in_flight)
     return app

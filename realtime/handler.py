@@ -373,7 +373,18 @@ class RealtimeSession:
 
     def _dispatch_openai(self, event: BaseModel) -> None:
         event_id = getattr(event, "event_id", None)
-        if isinstance(event, oa.SessionUpdateEvent):
+        if isinstance(event, oa.SessionUpdateEvent):  # the session's own fields are checked on apply
+            unsupported = [key for key, value in (event.model_extra or {}).items() if value is not None]
+        else:
+            unsupported = [name.lstrip(".") for name in oa.unsupported_fields(event, "")]
+        if unsupported:
+            self.emitter.error(
+                "unsupported_field",
+                f"Not supported by this server: {', '.join(unsupported)}. Leave these fields out or null.",
+                unsupported[0],
+                event_id,
+            )
+        elif isinstance(event, oa.SessionUpdateEvent):
             self._session_update(event)
         elif isinstance(event, oa.InputAudioBufferAppendEvent):
             self._append(event.audio, event_id)

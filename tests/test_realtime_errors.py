@@ -361,3 +361,30 @@ async def test_abrupt_disconnect_aborts_engine_requests(fake_server):
         while (event := await recv_json(ws2))["type"] != "transcription.done":
             pass
         assert event["text"] == "w1 w2"
+
+
+async def test_oversized_frame_closes_message_too_big(fake_server):
+    url, app, _ = await fake_server()
+    async with websockets.connect(url, max_size=None) as ws:
+        await recv_json(ws)
+        await ws.send(append("A" * (17 * 1024 * 1024)))
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await recv_json(ws, timeout=20)
+    assert ws.close_code == 1009
+    await asyncio.sleep(0.1)
+    assert not app[SESSIONS_KEY]
+
+
+async def test_unknown_fields_are_named(fake_server):
+    url, _, _ = await fake_server()
+    async with websockets.connect(url + "?intent=transcription") as ws:
+        await recv_json(ws)
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit", "event_id": "e1", "flush": True}))
+        error = (await recv_json(ws))["error"]
+        assert (error["code"], error["param"], error["event_id"]) == ("unsupported_field", "flush", "e1")
+        session = {"type": "transcription", "audio": {"output": {"voice": "alloy"}}, "include": ["x"]}
+        await ws.send(json.dumps({"type": "session.update", "session": session}))
+        error = (await recv_json(ws))["error"]
+        assert error["code"] == "unsupported_field"
+        assert "session.audio.output.voice" in error["message"] and "session.include" in error["message"]

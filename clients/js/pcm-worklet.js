@@ -14,7 +14,8 @@ function lowPassKernel(cutoff) {
   for (let i = 0; i < TAPS; i++) {
     const x = i - mid;
     const sinc = x === 0 ? cutoff : Math.sin(Math.PI * cutoff * x) / (Math.PI * x);
-    const blackman = 0.42 - 0.5 * Math.cos((2 * Math.PI * i) / (TAPS - 1)) + 0.08 * Math.cos((4 * Math.PI * i) / (TAPS - 1));
+    const blackman =
+      0.42 - 0.5 * Math.cos((2 * Math.PI * i) / (TAPS - 1)) + 0.08 * Math.cos((4 * Math.PI * i) / (TAPS - 1));
     kernel[i] = sinc * blackman;
     sum += kernel[i];
   }

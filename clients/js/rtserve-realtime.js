@@ -14,7 +14,9 @@
 //   "*"          every server event
 //   "state"      {state, previous, attempt?, delayMs?}   connection state changes (see STATES)
 //   "level"      {rms, peak}                             microphone level, once per audio chunk
-//   "error"      {message, type, code, param, source}    server error events and client-side failures
+//   "error"      {message, type, code, param, source, event?}  server error events (raw one in `event`;
+//                                                        not also emitted as "error" by type), failed
+//                                                        transcriptions and client-side failures
 //   "latency"    {kind, ms, itemId}                      "transcription": speech_stopped -> completed,
 //                                                        "first_token": speech_stopped/commit -> first reply delta
 
@@ -24,6 +26,8 @@ const MIN_CHUNK_MS = 20;
 const MAX_CHUNK_MS = 200;
 // Bounded: a tab in the background or a stalled socket must not grow memory without limit.
 const MAX_BUFFERED_BYTES = 2 * 1024 * 1024;
+// Closes that would happen again on a retry: protocol error, bad data, policy (auth), message too big.
+const FINAL_CLOSE_CODES = new Set([1002, 1003, 1007, 1008, 1009]);
 
 export const VERSION = "0.1.0";
 
@@ -109,6 +113,7 @@ export class RealtimeClient extends EventTarget {
     this.reconnectTimer = null;
     this.eventCounter = 0;
     this.audio = null; // {context, stream, source, node, sink}
+    this.pendingConnect = null; // rejects the connect() in flight when stop() interrupts it
     this.sentMs = 0; // audio sent this client's lifetime
     this.droppedMs = 0; // audio dropped while the socket was not open (or too backed up)
     this.turnTimes = new Map(); // item_id -> speech_stopped time (performance.now())
@@ -222,6 +227,7 @@ export class RealtimeClient extends EventTarget {
   /** Open the socket (if needed) and the microphone. Resolves once audio is flowing. */
   async start() {
     await this.connect();
+    if (!this.wantOpen) return; // stop() was called while connecting
     try {
       await this.startMicrophone();
     } catch (error) {
@@ -245,11 +251,16 @@ export class RealtimeClient extends EventTarget {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.stopMicrophone();
+    if (this.pendingConnect !== null) {
+      this.pendingConnect(new Error("stopped before the connection opened"));
+      this.pendingConnect = null;
+    }
     if (this.ws !== null) {
       const ws = this.ws;
       this.ws = null;
       ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
-      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close(1000, "client stop");
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)
+        ws.close(1000, "client stop");
     }
     this.turnTimes.clear();
     this.firstDeltaSeen.clear();
@@ -263,8 +274,8 @@ export class RealtimeClient extends EventTarget {
       try {
         url = new URL(this.url, typeof location === "undefined" ? undefined : location.href);
       } catch (error) {
-        this.setState("closed");
         this.fail("connection", error);
+        this.setState("closed");
         reject(error);
         return;
       }
@@ -283,15 +294,20 @@ export class RealtimeClient extends EventTarget {
       try {
         ws = new WebSocket(url.toString(), protocols);
       } catch (error) {
-        this.setState("closed");
         this.fail("connection", error);
+        this.setState("closed");
         reject(error);
         return;
       }
       this.ws = ws;
       let settled = false;
+      this.pendingConnect = (error) => {
+        settled = true;
+        reject(error);
+      };
 
       ws.onopen = () => {
+        this.pendingConnect = null;
         this.attempt = 0;
         this.setState("open");
         // Every (re)connect starts a fresh server session: send the whole config again.
@@ -306,25 +322,42 @@ export class RealtimeClient extends EventTarget {
       ws.onclose = (event) => {
         if (this.ws !== ws) return;
         this.ws = null;
+        this.pendingConnect = null;
         const reason = event.reason || (event.code === 1006 ? "connection lost" : `code ${event.code}`);
         if (!this.wantOpen) {
           this.setState("closed");
           return;
         }
-        const error = { message: `socket closed: ${reason}`, type: "connection_closed", code: String(event.code) };
+        const error = {
+          message: `socket closed: ${reason}`,
+          type: "connection_closed",
+          code: String(event.code),
+        };
+        if (!settled && event.code === 1006) {
+          // The browser hides why a handshake failed (HTTP status, refused connection...).
+          error.message =
+            `could not open ${url.origin}${url.pathname}: the server is unreachable or refused the ` +
+            "connection (e.g. a missing or wrong API key)";
+        }
         if (!settled) {
           settled = true;
           // Fail the initial connect promptly (e.g. bad API key); reconnects keep trying below.
           if (this.attempt === 0) {
             this.wantOpen = false;
             this.stopMicrophone();
+            this.fail("connection", error); // before "closed": listeners may unsubscribe on it
             this.setState("closed");
-            this.fail("connection", error);
             reject(new Error(error.message));
             return;
           }
         }
         this.fail("connection", error);
+        if (FINAL_CLOSE_CODES.has(event.code)) {
+          this.wantOpen = false;
+          this.stopMicrophone();
+          this.setState("closed");
+          return;
+        }
         this.scheduleReconnect();
       };
     });
@@ -334,8 +367,11 @@ export class RealtimeClient extends EventTarget {
     if (!this.reconnect || this.attempt >= this.maxReconnectAttempts) {
       this.wantOpen = false;
       this.stopMicrophone();
+      this.fail("connection", {
+        message: `gave up reconnecting after ${this.attempt} attempts`,
+        type: "connection_closed",
+      });
       this.setState("closed");
-      this.fail("connection", { message: "gave up reconnecting", type: "connection_closed" });
       return;
     }
     this.attempt += 1;
@@ -380,6 +416,7 @@ export class RealtimeClient extends EventTarget {
       sink.connect(context.destination);
       if (context.state === "suspended") await context.resume();
       this.audio = { context, stream, source, node, sink };
+      if (!this.wantOpen) this.stopMicrophone(); // stop() ran while we were awaiting permissions
     } catch (error) {
       stream.getTracks().forEach((track) => track.stop());
       context.close().catch(() => {});
@@ -409,7 +446,11 @@ export class RealtimeClient extends EventTarget {
   /** Send PCM16 little-endian mono audio at the session rate (Int16Array, ArrayBuffer or bytes). */
   appendAudio(pcm) {
     const bytes =
-      pcm instanceof Uint8Array ? pcm : pcm instanceof ArrayBuffer ? new Uint8Array(pcm) : new Uint8Array(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+      pcm instanceof Uint8Array
+        ? pcm
+        : pcm instanceof ArrayBuffer
+          ? new Uint8Array(pcm)
+          : new Uint8Array(pcm.buffer, pcm.byteOffset, pcm.byteLength);
     if (!this.isOpen || this.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
       this.droppedMs += (bytes.length / 2 / this.sampleRate) * 1000;
       return false;
@@ -478,7 +519,10 @@ export class RealtimeClient extends EventTarget {
     try {
       event = JSON.parse(data);
     } catch (error) {
-      this.fail("protocol", { message: `server sent invalid JSON: ${error.message}`, type: "protocol_error" });
+      this.fail("protocol", {
+        message: `server sent invalid JSON: ${error.message}`,
+        type: "protocol_error",
+      });
       return;
     }
     if (!isObject(event) || typeof event.type !== "string") {
@@ -486,12 +530,17 @@ export class RealtimeClient extends EventTarget {
       return;
     }
     this.trackLatency(event);
-    if (event.type === "session.created" || event.type === "session.updated") this.serverSession = event.session;
-    if (event.type === "error") this.emit("error", errorDetail("server", event.error || {}));
-    else if (event.type === "conversation.item.input_audio_transcription.failed") {
-      this.emit("error", errorDetail("transcription", event.error || {}));
+    if (event.type === "session.created" || event.type === "session.updated")
+      this.serverSession = event.session;
+    if (event.type === "error") {
+      // Not re-emitted under its own type: "error" is the normalized event (raw one in `.event`).
+      this.emit("error", { ...errorDetail("server", event.error || {}), event });
+    } else {
+      if (event.type === "conversation.item.input_audio_transcription.failed") {
+        this.emit("error", { ...errorDetail("transcription", event.error || {}), event });
+      }
+      this.emit(event.type, event);
     }
-    this.emit(event.type, event);
     this.emit("*", event);
   }
 
@@ -514,7 +563,11 @@ export class RealtimeClient extends EventTarget {
       case "response.output_audio_transcript.delta":
         if (this.pendingReplyStart !== null && !this.firstDeltaSeen.has(event.response_id)) {
           this.firstDeltaSeen.add(event.response_id);
-          this.emit("latency", { kind: "first_token", ms: now - this.pendingReplyStart, itemId: event.item_id });
+          this.emit("latency", {
+            kind: "first_token",
+            ms: now - this.pendingReplyStart,
+            itemId: event.item_id,
+          });
           this.pendingReplyStart = null;
         }
         break;

@@ -22,6 +22,7 @@ const ui = {
   maxTokens: $("max-tokens"),
   sampleRate: $("sample-rate"),
   apiKey: $("api-key"),
+  advanced: document.querySelector(".advanced"),
   start: $("start"),
   startLabel: $("start-label"),
   commit: $("commit"),
@@ -47,6 +48,14 @@ const ui = {
 const MODE_HINTS = {
   captions: "Transcribes what you say, turn by turn.",
   chat: "Talk to the model: your turns are transcribed, its reply streams back as text.",
+};
+const ERROR_LABELS = {
+  server: "Server error",
+  transcription: "Transcription failed",
+  connection: "Connection problem",
+  microphone: "Microphone problem",
+  protocol: "Protocol error",
+  client: "Error",
 };
 const STATE_LABELS = {
   idle: "Disconnected",
@@ -130,6 +139,10 @@ async function loadModels() {
   try {
     const response = await fetch("/v1/models", { headers });
     const body = await response.json().catch(() => ({}));
+    if (response.status === 401) {
+      ui.advanced.open = true;
+      throw new Error("this server needs an API key: enter it under Advanced, then press Start.");
+    }
     if (!response.ok) {
       const message = body.error?.message || `HTTP ${response.status}`;
       throw new Error(`could not list models: ${message}`);
@@ -138,7 +151,11 @@ async function loadModels() {
     const asr = models.filter(isAsrModel).map((m) => m.id);
     const llm = models.filter((m) => !isAsrModel(m)).map((m) => m.id);
     // An English-only model is the fast, accurate default for English speech.
-    fillSelect(ui.asrModel, asr, asr.find((id) => id.endsWith(".en")));
+    fillSelect(
+      ui.asrModel,
+      asr,
+      asr.find((id) => id.endsWith(".en")),
+    );
     fillSelect(ui.llmModel, llm);
   } catch (error) {
     showError(error.message || String(error));
@@ -178,7 +195,8 @@ function recordLatency(kind, ms) {
 function renderSessionMetrics(session) {
   const input = session?.audio?.input || {};
   const asr = input.transcription?.model || ui.asrModel.value || "server default";
-  ui.metricModel.textContent = mode() === "chat" ? `${session?.model || ui.llmModel.value || "default"} + ${asr}` : asr;
+  ui.metricModel.textContent =
+    mode() === "chat" ? `${session?.model || ui.llmModel.value || "default"} + ${asr}` : asr;
   const rate = input.format?.rate || Number(ui.sampleRate.value);
   audioLabel = `PCM16 · ${rate / 1000} kHz`;
   renderAudioMetric();
@@ -368,13 +386,15 @@ async function start() {
   client = new RealtimeClient({ session: buildSession(), apiKey: ui.apiKey.value.trim() || undefined });
   bind("state", ({ state, attempt, delayMs }) => {
     const detail =
-      state === "reconnecting" && delayMs ? `attempt ${attempt}, retrying in ${(delayMs / 1000).toFixed(1)} s` : "";
+      state === "reconnecting" && delayMs
+        ? `attempt ${attempt}, retrying in ${(delayMs / 1000).toFixed(1)} s`
+        : "";
     setStatus(state, detail);
     if (state === "closed") stopClient();
   });
   bind("error", (error) => {
-    const code = error.code ? ` (${error.code})` : "";
-    showError(`${error.source === "server" ? "Server" : "Client"} error${code}: ${error.message}`);
+    const code = error.code && error.source !== "connection" ? ` (${error.code})` : "";
+    showError(`${ERROR_LABELS[error.source] || "Error"}${code}: ${error.message}`);
   });
   bind("level", ({ rms }) => {
     setLevel(rms);
@@ -399,9 +419,11 @@ async function start() {
 
   setRunning(true);
   renderSessionMetrics(client.session);
+  const current = client;
   try {
-    await client.start();
+    await current.start();
   } catch (error) {
+    if (client !== current) return; // Stop was pressed while connecting: not an error
     // The client already emitted an "error" event with the details.
     stopClient();
     if (ui.error.hidden) showError(error.message || String(error));
@@ -445,10 +467,21 @@ ui.textForm.addEventListener("submit", (event) => {
 for (const input of ui.modeInputs) input.addEventListener("change", renderMode);
 ui.vadThreshold.addEventListener("input", renderSettingLabels);
 ui.silenceMs.addEventListener("input", renderSettingLabels);
-for (const control of [ui.vadThreshold, ui.silenceMs, ui.asrModel, ui.llmModel, ui.language, ui.instructions, ui.maxTokens]) {
+for (const control of [
+  ui.vadThreshold,
+  ui.silenceMs,
+  ui.asrModel,
+  ui.llmModel,
+  ui.language,
+  ui.instructions,
+  ui.maxTokens,
+]) {
   control.addEventListener("change", onSettingsChange);
 }
-ui.apiKey.addEventListener("change", loadModels);
+ui.apiKey.addEventListener("change", () => {
+  hideError();
+  loadModels();
+});
 window.addEventListener("pagehide", stopClient);
 
 renderMode();
