@@ -165,11 +165,11 @@ class ASRScheduler:
             if out is None:
                 all_done = False
                 break
-            parts.append(out.text)
+            parts.append(out.text.strip())
             if not out.finished:
                 all_done = False
                 break
-        text = "".join(parts).lstrip()
+        text = " ".join(p for p in parts if p)
         if all_done:
             result = self._result(task, text.rstrip())
             delta = result.text[len(task.released) :] if result.text.startswith(task.released) else ""
@@ -207,6 +207,18 @@ class ASRScheduler:
         return TranscriptionResult(
             text=text, language=language, duration=duration, segments=segments, tokens=tokens
         )
+
+    def fail_all(self, error: BaseException) -> None:
+        """Shutdown: every unfinished request gets `error`."""
+        tasks = {w.task.task_id: w.task for q in self.waiting.values() for w in q}
+        tasks.update({w.task.task_id: w.task for g in self.running for w in g.windows})
+        for task in tasks.values():
+            if not task.done:
+                task.done = True
+                task.outputs.put_nowait(error)
+        for queue in self.waiting.values():
+            queue.clear()
+        self.running.clear()
 
     def _update_stats(self) -> None:
         self.stats.asr_waiting = sum(len(q) for q in self.waiting.values())

@@ -162,6 +162,7 @@ class AsyncEngine:
                 s for q in self._llm_scheduler.waiting.values() for s in q
             ]:
                 seq.outputs.put_nowait(stopped)
+        self._asr_scheduler.fail_all(stopped)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

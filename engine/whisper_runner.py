@@ -146,7 +146,7 @@ def normalize_language(code: str) -> str:
 def repetition_cut(tokens: list[int], max_period: int = 32) -> int | None:
     """If `tokens` ends in a loop (a block repeated many times), the length that keeps one copy of it."""
     n = len(tokens)
-    for period in range(1, min(max_period, n // 3) + 1):
+    for period in range(1, min(max_period, n // 2) + 1):
         # "no no no" is speech, sixteen of them a loop; a whole sentence said twice is a loop too.
         repeats = 2 if period >= 8 else max(3, math.ceil(16 / period))
         span = period * repeats
@@ -468,7 +468,7 @@ class WhisperRunner:
                 probs = torch.softmax(logits[i] / row.job.temperature, dim=-1)
                 chosen[i] = int(torch.multinomial(probs, 1, generator=row.generator))
         eot = self.bundle.eot_id
-        for i, (row, token) in enumerate(zip(rows, chosen, strict=True)):
+        for row, token in zip(rows, chosen, strict=True):
             if token == eot:
                 row.finished = True
             else:
@@ -582,7 +582,8 @@ class WhisperRunner:
                 seen += 1
 
     def _update_text(self, row: _Row) -> None:
-        text = self.bundle.tokenizer.decode(self._text_tokens(row.tokens)).lstrip()
+        # Whisper's leading space is kept: the caller joins windows' texts with "".
+        text = self.bundle.tokenizer.decode(self._text_tokens(row.tokens))
         # A multi-byte character split across tokens decodes to U+FFFD until its last byte arrives.
         if not text.endswith("\ufffd") or row.finished:
             row.text = text.replace("\ufffd", "") if row.finished else text
@@ -590,7 +591,7 @@ class WhisperRunner:
     def _segments(self, row: _Row) -> list[WhisperSegment]:
         b = self.bundle
         if not row.job.with_timestamps:
-            return [WhisperSegment(0.0, row.duration, row.text, self._text_tokens(row.tokens))]
+            return [WhisperSegment(0.0, row.duration, row.text.strip(), self._text_tokens(row.tokens))]
         segments: list[WhisperSegment] = []
         start: float | None = None
         last_end = 0.0
@@ -608,14 +609,15 @@ class WhisperRunner:
             if token < b.eot_id:
                 text_tokens.append(token)
                 continue
-            time = (token - b.timestamp_begin) * TIME_PRECISION
+            # The model may stamp the end of speech a little past the end of the audio.
+            time = min((token - b.timestamp_begin) * TIME_PRECISION, row.duration)
             if start is not None and text_tokens:
                 close(time)
                 last_end, start = time, None
             else:
                 start = time
         if text_tokens:
-            close(max(row.duration, start or 0.0, last_end))
+            close(row.duration)
         return segments
 
     def _finish_output(self, row: _Row) -> WhisperRowOutput:

@@ -127,7 +127,7 @@ async def read_json(request: web.Request) -> dict:
         raise bad_request("The request body is empty; expected a JSON object", code="invalid_json")
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object", code="invalid_json")

@@ -53,7 +53,9 @@ def check_token_ids(engine: AsyncEngine, ids: list[int], param: str) -> None:
             raise bad_request(f"token id {token_id} is outside the vocabulary (size {size})", param=param)
 
 
-def resolve_max_tokens(engine: AsyncEngine, prompt_len: int, requested: int | None, param: str) -> int:
+def resolve_max_tokens(
+    engine: AsyncEngine, prompt_len: int, requested: int | None, param: str, prompt_param: str = "prompt"
+) -> int:
     """Requested tokens, or the rest of the context; 400 when prompt + completion cannot fit."""
     limit = engine.max_model_len
     if prompt_len == 0:
@@ -63,7 +65,7 @@ def resolve_max_tokens(engine: AsyncEngine, prompt_len: int, requested: int | No
             raise APIError(
                 f"This model's maximum context length is {limit} tokens, but the prompt has {prompt_len} "
                 "tokens, leaving no room for the completion. Please shorten the prompt.",
-                param="messages" if param != "max_new_tokens" else "text",
+                param=prompt_param,
                 code="context_length_exceeded",
             )
         return limit - prompt_len

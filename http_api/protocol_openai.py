@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from http_api.errors import APIError, bad_request, unsupported
 
+# Seeds must fit torch.Generator.manual_seed (it takes up to 2**64 - 1, which leaves room for seed + i).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
@@ -43,7 +46,7 @@ class SamplingFields(RequestModel):
     presence_penalty: float | None = 0.0
     logit_bias: dict[str, float] | None = None
     n: int = Field(1, ge=1, le=16)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -78,6 +81,10 @@ class SamplingFields(RequestModel):
                 ) from None
         return bias
 
+    def check_stream_options(self) -> None:
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("stream_options is only allowed when stream is true", param="stream_options")
+
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -106,9 +113,10 @@ class ChatMessage(RequestModel):
     def to_template(self, index: int) -> dict[str, str]:
         """The {role, content} dict a chat template expects; anything the model cannot take is a 400."""
         where = f"messages[{index}]"
-        if self.role in ("tool", "function") or self.tool_calls or self.function_call:
-            raise unsupported(f"{where}.role" if self.role in ("tool", "function") else f"{where}.tool_calls",
-                              "tool calling is not supported")  # fmt: skip
+        if self.role in ("tool", "function"):
+            raise unsupported(f"{where}.role", "tool calling is not supported")
+        if self.tool_calls or self.function_call:
+            raise unsupported(f"{where}.tool_calls", "tool calling is not supported")
         role = "system" if self.role == "developer" else self.role
         if self.content is None:
             if role != "assistant":
@@ -172,6 +180,7 @@ class ChatCompletionRequest(SamplingFields):
     verbosity: Any | None = None
 
     def check_supported(self) -> None:
+        self.check_stream_options()
         for name in ("tools", "functions"):
             if getattr(self, name):
                 raise unsupported(name, "tool calling is not supported")
@@ -277,6 +286,7 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
 
     def check_supported(self) -> None:
+        self.check_stream_options()
         if self.suffix:
             raise unsupported("suffix", "insertion (fill-in-the-middle) is not available")
         if self.best_of is not None and self.best_of != self.n:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.sampling import SamplingParams
 from http_api.errors import bad_request, unsupported
@@ -33,7 +33,7 @@ class SGLangSamplingParams(StrictModel):
     spaces_between_special_tokens: bool = True  # accepted; the tokenizer decides
     no_stop_trim: bool = False
     logit_bias: dict[str, float] | None = None
-    sampling_seed: int | None = None
+    sampling_seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     n: int = 1
     json_schema: str | None = None
     regex: str | None = None

@@ -94,7 +94,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     prompt_ids = encode_chat(engine, messages, req.chat_template_kwargs)
     uses_new_name = req.max_completion_tokens is not None
     max_param = "max_completion_tokens" if uses_new_name else "max_tokens"
-    max_tokens = resolve_max_tokens(engine, len(prompt_ids), req.requested_max_tokens(), max_param)
+    max_tokens = resolve_max_tokens(
+        engine, len(prompt_ids), req.requested_max_tokens(), max_param, "messages"
+    )
     rename = {"max_tokens": "max_completion_tokens"} if uses_new_name else None
     params = validated(sampling_params(req, max_tokens), engine, rename)
     requests = [GenerationRequest(list(prompt_ids), seeded(params, i)) for i in range(req.n)]

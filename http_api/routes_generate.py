@@ -107,7 +107,9 @@ def build_requests(
         if asked is None:
             room = engine.max_model_len - len(ids)
             asked = min(DEFAULT_MAX_NEW_TOKENS, room) if room > 0 else None
-        max_tokens = resolve_max_tokens(engine, len(ids), asked, "max_new_tokens")
+        max_tokens = resolve_max_tokens(
+            engine, len(ids), asked, "max_new_tokens", "text" if req.text else "input_ids"
+        )
         sampling = validated(params[i].to_engine(max_tokens, logprobs), engine, SAMPLING_NAMES)
         requests.append(GenerationRequest(list(ids), sampling))
         states.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -81,23 +80,21 @@ def speech_with_pauses(texts: list[str], pause_s: float, sample_rate: int = 1600
     return np.concatenate(pieces)
 
 
-_NUMBER_WORDS = {
-    "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",
-    "6": "six", "7": "seven", "8": "eight", "9": "nine", "10": "ten",
-}  # fmt: skip
+@lru_cache(maxsize=1)
+def _normalizer():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
 
 
 @lru_cache(maxsize=4096)
 def normalize_text(text: str) -> str:
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"[^\w\s']", " ", text)
-    text = text.replace("'", "")
-    words = [_NUMBER_WORDS.get(w, w) for w in text.split()]
-    return " ".join(words)
+    """Whisper's English normalizer: lowercase, no punctuation, numbers as digits ("nine" == "9")."""
+    return _normalizer()(text)
 
 
 def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate after lowercasing and stripping punctuation."""
+    """Word error rate after normalizing both sides (lowercase, punctuation stripped, numbers as digits)."""
     import jiwer
 
     ref = normalize_text(reference)

@@ -159,6 +159,7 @@ def test_multilingual_model_with_language(openai_client, wav):
     assert wer(TEXT, result.text) < 0.2, result.text
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations deprecated
 def test_translation_with_whisper_base(openai_client, wav):
     result = openai_client.audio.translations.create(model="whisper-base", file=("a.wav", wav))
     # English speech translated to English is (close to) its transcript.

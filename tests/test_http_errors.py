@@ -76,6 +76,9 @@ def chat(**fields: Any) -> dict:
 LONG = "hello " * 3000  # ~3000 tokens > max_model_len 2048
 
 BAD_JSON_REQUESTS: dict[str, Bad] = {
+    "deeply nested json": Bad("/v1/chat/completions", b"[" * 100_000, 400, code="invalid_json"),
+    "body over the json limit": Bad("/v1/chat/completions", b'"' + b"x" * (9 * 1024 * 1024) + b'"', 413),
+    "seed out of range": Bad("/v1/chat/completions", chat(seed=10**30), 400, "seed"),
     "malformed json": Bad("/v1/chat/completions", b'{"messages": [', 400, code="invalid_json"),
     "empty body": Bad("/v1/chat/completions", b"", 400, code="invalid_json"),
     "json array body": Bad("/v1/chat/completions", [1, 2], 400, code="invalid_json"),
@@ -90,7 +93,8 @@ BAD_JSON_REQUESTS: dict[str, Bad] = {
     "n zero": Bad("/v1/chat/completions", chat(n=0), 400, "n"),
     "max_tokens zero": Bad("/v1/chat/completions", chat(max_tokens=0), 400, "max_tokens"),
     "max_tokens past context": Bad("/v1/chat/completions", chat(max_tokens=100_000), 400, "max_tokens", "context_length_exceeded"),
-    "prompt past context": Bad("/v1/chat/completions", chat(messages=[{"role": "user", "content": LONG}]), 400, code="context_length_exceeded"),
+    "prompt past context": Bad("/v1/chat/completions", chat(messages=[{"role": "user", "content": LONG}]), 400, "messages", "context_length_exceeded"),
+    "stream_options without stream": Bad("/v1/chat/completions", chat(stream_options={"include_usage": True}), 400, "stream_options"),
     "unknown model": Bad("/v1/chat/completions", chat(model="gpt-4o"), 404, "model", "model_not_found"),
     "tools": Bad("/v1/chat/completions", chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools", "unsupported_parameter"),
     "tool_choice": Bad("/v1/chat/completions", chat(tool_choice="required"), 400, "tool_choice", "unsupported_parameter"),
@@ -115,6 +119,7 @@ BAD_JSON_REQUESTS: dict[str, Bad] = {
     "generate without prompt": Bad("/generate", {"sampling_params": {"max_new_tokens": 2}}, 400, "text"),
     "generate with both prompts": Bad("/generate", {"text": "x", "input_ids": [1]}, 400, "text"),
     "generate regex": Bad("/generate", {"text": "x", "sampling_params": {"regex": "a+"}}, 400, "sampling_params.regex"),
+    "generate prompt past context": Bad("/generate", {"text": LONG}, 400, "text", "context_length_exceeded"),
     "generate max_new_tokens zero": Bad("/generate", {"text": "x", "sampling_params": {"max_new_tokens": 0}}, 400, "max_new_tokens"),
     "generate params count mismatch": Bad("/generate", {"text": ["a", "b"], "sampling_params": [{}]}, 400, "sampling_params"),
     "generate image": Bad("/generate", {"text": "x", "image_data": "abc"}, 400, "image_data"),
