@@ -117,17 +117,26 @@ class ASRScheduler:
         return work
 
     def _form_group(self) -> WhisperGroup | None:
-        """The most urgent waiting window picks the model; the group fills with that model's windows."""
+        """The most urgent waiting window picks the model; the group fills with that model's windows,
+        up to `max_batch` windows in flight across all groups (1: strictly one decode at a time)."""
         first = next((q[0] for p in Priority if (q := self.waiting[p])), None)
         if first is None:
             return None
+        in_flight = sum(len(g.windows) - len(g.cancelled) for g in self.running if not g.done)
         model = first.task.request.model
         picked: list[WindowWork] = []
         for priority in Priority:
+            # A quarter of the capacity is kept for live sessions, so HTTP work cannot crowd them out.
+            cap = self.max_batch if priority is Priority.REALTIME else self.max_batch - self.max_batch // 4
+            room = cap - in_flight - len(picked)
+            if room <= 0:
+                continue
             queue = self.waiting[priority]
-            for work in [w for w in queue if w.task.request.model == model][: self.max_batch - len(picked)]:
+            for work in [w for w in queue if w.task.request.model == model][:room]:
                 queue.remove(work)
                 picked.append(work)
+        if not picked:
+            return None
         group = WhisperGroup(model, picked)
         self.stats.asr_last_batch_size = len(picked)
         self.stats.asr_max_batch_size = max(self.stats.asr_max_batch_size, len(picked))

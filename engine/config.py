@@ -24,7 +24,7 @@ class EngineConfig:
     kv_cache_tokens: int = 16384  # LLM KV cache capacity across all sequences
     kv_block_size: int = 16
     max_prefill_tokens: int = 2048  # prompt tokens prefilled in one step
-    max_asr_batch: int = 16  # Whisper windows encoded/decoded together
+    max_asr_batch: int = 16  # Whisper windows in flight (encoded/decoded together) at once
     cache_dir: Path = field(default_factory=default_cache_dir)
     threads: int | None = None  # torch intra-op threads; None = all cores
 

@@ -89,6 +89,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="prompt + completion tokens per sequence (capped by the model)")  # fmt: skip
     engine.add_argument("--kv-cache-tokens", type=positive_int, default=defaults.kv_cache_tokens,
                         help="LLM KV cache capacity, in tokens across all sequences")  # fmt: skip
+    engine.add_argument("--max-asr-batch", type=positive_int, default=defaults.max_asr_batch,
+                        help="most Whisper windows in flight at once, batched together across all requests and "
+                             "sessions (1 turns cross-request batching off)")  # fmt: skip
 
     realtime = p.add_argument_group("realtime sessions (/v1/realtime)")
     realtime.add_argument("--max-sessions", type=positive_int, default=limits.max_sessions,
@@ -120,6 +123,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
         kv_cache_tokens=args.kv_cache_tokens,
+        max_asr_batch=args.max_asr_batch,
         cache_dir=args.cache_dir,
         threads=args.threads,
     )
