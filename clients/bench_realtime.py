@@ -223,6 +223,18 @@ def start_server(model: str, max_asr_batch: int, threads: int | None) -> tuple[s
     raise SystemExit("bench server did not start")
 
 
+def _compare_scheduler_work_by_identity() -> None:
+    """TEMPORARY: engine/asr_scheduler.py removes aborted windows with deque.remove(), whose == compares
+    the dataclasses field by field, numpy audio included, and raises; remove once the scheduler compares
+    by identity (`@dataclass(eq=False)`)."""
+    from engine import asr_scheduler
+
+    for cls in (asr_scheduler.WindowWork, asr_scheduler.TranscriptionTask):
+        if cls.__eq__ is not object.__eq__:
+            cls.__eq__ = object.__eq__  # type: ignore[method-assign]
+            cls.__hash__ = object.__hash__  # type: ignore[method-assign]
+
+
 def serve(args: argparse.Namespace) -> None:
     """The server a mode runs against: the normal app, ASR only, with this --max-asr-batch."""
     import logging
@@ -234,6 +246,7 @@ def serve(args: argparse.Namespace) -> None:
     from http_api.app_keys import ServerSettings
 
     logging.basicConfig(level=logging.WARNING)
+    _compare_scheduler_work_by_identity()
     config = EngineConfig(llm=None, asr=[args.model], max_asr_batch=args.max_asr_batch, threads=args.threads)
     settings = ServerSettings(max_sessions=1024, max_buffered_audio_seconds=600.0)
     web.run_app(create_app(config, settings=settings), host="127.0.0.1", port=args.port, print=None)
@@ -306,7 +319,10 @@ def main(argv: list[str] | None = None) -> None:
             results = asyncio.run(ladder(url.replace("http", "ws", 1), levels, utterances, args.utterances))
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         summary[mode] = capacity(results)
     print("capacity (largest N with p95 final latency < 1 s):")
     for mode, n in summary.items():

@@ -111,26 +111,27 @@ class Transcript:
 
 
 class Printer:
-    """Live partial text on the current line; a final line per turn."""
+    """Live partial text on the current line; a final line per turn. `silent` prints nothing at all."""
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
+    def __init__(self, silent: bool = False, partials: bool = True) -> None:
+        self.silent = silent
+        self.partials = partials and not silent
         self.partial = ""
 
     def delta(self, text: str) -> None:
         self.partial += text
-        if not self.quiet:
+        if self.partials:
             sys.stdout.write(text)
             sys.stdout.flush()
 
     def final(self, label: str, text: str) -> None:
-        if not self.quiet:
-            sys.stdout.write("\r\033[K" if self.partial else "")
+        if not self.silent:
+            sys.stdout.write("\r\033[K" if self.partial and self.partials else "")
             print(f"[{label}] {text}", flush=True)
         self.partial = ""
 
     def info(self, text: str) -> None:
-        if not self.quiet:
+        if not self.silent:
             print(text, file=sys.stderr, flush=True)
 
 
@@ -326,14 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--manual", action="store_true", help="no server VAD: commit once at the end of the file")
     p.add_argument("--api-key", help="API key (Authorization: Bearer)")
-    p.add_argument("--quiet", action="store_true", help="print only the final transcripts")
+    p.add_argument("--quiet", action="store_true", help="print only the final text of each turn")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     url = args.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-    printer = Printer(quiet=False)
+    printer = Printer(partials=not args.quiet)
     if args.dialect == "vllm" and args.conversation:
         raise SystemExit("--conversation needs --dialect openai (vLLM's protocol is transcription only)")
     try:

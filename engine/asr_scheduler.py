@@ -234,6 +234,12 @@ class ASRScheduler:
         self.stats.asr_running = sum(len(g.windows) - len(g.cancelled) for g in self.running if not g.done)
 
 
+# With timestamps, Whisper leaves out a segment that runs up to the end of its 30 s window (it
+# expects the next window to start there); a shorter window keeps every segment clear of the edge.
+TIMESTAMP_WINDOW_S = 25.0
+
+
 def make_task(request: TranscriptionRequest, outputs: asyncio.Queue) -> TranscriptionTask:
-    windows = split_windows(request.audio, SAMPLE_RATE) if len(request.audio) else [(0, 0)]
+    max_seconds = TIMESTAMP_WINDOW_S if request.with_timestamps else 30.0
+    windows = split_windows(request.audio, SAMPLE_RATE, max_seconds) if len(request.audio) else [(0, 0)]
     return TranscriptionTask(request, windows, outputs)

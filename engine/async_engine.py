@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -42,9 +41,7 @@ from engine.request import (
 from engine.sequence import Sequence
 from engine.stats import EngineStats
 from engine.step import StepPlan, StepResult
-
-if TYPE_CHECKING:
-    from engine.whisper_runner import WhisperRunner
+from engine.whisper_runner import WhisperJob, WhisperRunner
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +86,6 @@ class AsyncEngine:
             engine._load_llm(config.llm)
         if config.asr:
             from engine.models.whisper_loader import load_whisper
-            from engine.whisper_runner import WhisperRunner
         for spec in config.asr:
             bundle = load_whisper(spec, config.cache_dir, engine.device)
             engine._whisper[bundle.name] = WhisperRunner(bundle, engine.device)
@@ -289,6 +285,11 @@ class AsyncEngine:
             raise ValueError(f"the model {request.model!r} is not served")
         if not self.running:
             raise EngineStoppedError("the engine is not running")
+        # Checked here, so one bad request is refused alone instead of failing its whole batch.
+        self._whisper[request.model].validate_job(
+            WhisperJob(audio=request.audio[:0], language=request.language, task=request.task,
+                       temperature=request.temperature, encoder_context=request.encoder_context)
+        )  # fmt: skip
         outputs: asyncio.Queue[TranscriptionOutput | BaseException] = asyncio.Queue()
         task = make_task(request, outputs)
         self._asr_scheduler.add(task)

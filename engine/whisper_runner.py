@@ -1,6 +1,6 @@
 """Batched Whisper encode/decode.
 
-The scheduler (engine/scheduler.py) calls, on the inference thread:
+The scheduler (engine/asr_scheduler.py, via engine/async_engine.py) calls, on the inference thread:
     batch = runner.start(jobs)        # log-mel + encoder + decoder prompt, all jobs batched
     while not batch.done:
         outs = runner.step(batch)     # one decoder step for every unfinished row

@@ -32,7 +32,7 @@ def metric(text: str, name: str) -> float:
 
 async def test_eight_sessions_stream_at_once(server):
     before = requests.get(f"{server.base_url}/metrics", timeout=10).text
-    quiet = Printer(quiet=True)
+    quiet = Printer(silent=True)
 
     async def session(i: int):
         text = SENTENCES[i]

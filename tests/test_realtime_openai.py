@@ -160,3 +160,37 @@ async def test_model_in_the_url_selects_a_transcription_session(server):
     assert error["type"] == "error"
     assert error["error"]["code"] == "input_audio_buffer_commit_empty"
     assert error["error"]["event_id"] == "evt_1"
+
+
+# ---- the audio pieces, in process ----
+
+
+def test_g711_decoders_match_the_standard_tables():
+    from audio.g711 import decode_pcma, decode_pcmu
+
+    # ITU-T G.711 reference points (16-bit linear values).
+    assert (decode_pcmu(bytes([0xFF, 0x7F, 0x00, 0x80])) * 32768).tolist() == [0, 0, -32124, 32124]
+    assert (decode_pcma(bytes([0xD5, 0x55, 0xAA, 0x2A])) * 32768).tolist() == [8, -8, 32256, -32256]
+    x = (np.sin(np.linspace(0, 300, 8000)) * 0.7).astype(np.float32)
+    for encode, decode in ((encode_pcmu, decode_pcmu), (encode_pcma, decode_pcma)):
+        assert np.abs(decode(encode(x)) - x).max() < 0.02
+
+
+def test_vad_finds_each_utterance():
+    from audio.vad import SpeechStarted, SpeechStopped, VadParams, VoiceActivityDetector
+
+    audio = speech_with_pauses(TEXTS, pause_s=1.2)
+    vad = VoiceActivityDetector(VadParams(threshold=0.5, prefix_padding_ms=300, silence_duration_ms=500))
+    events = []
+    for chunk in chunks(audio, 16000, 70):  # chunk sizes that do not line up with 512-sample frames
+        events += vad.feed(chunk)
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechStopped] * 3
+    starts = [e.sample / 16000 for e in events[::2]]
+    stops = [e.sample / 16000 for e in events[1::2]]
+    boundary = 1.2
+    for text, start, stop in zip(TEXTS, starts, stops, strict=True):
+        speech = len(synthesize(text)) / 16000
+        assert boundary - 0.5 < start < boundary + 0.2
+        assert boundary + speech < stop < boundary + speech + 1.2
+        boundary += speech + 1.2

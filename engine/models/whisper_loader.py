@@ -6,12 +6,16 @@ the result is saved as safetensors under the cache dir so that later starts skip
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
+import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +24,7 @@ import torch
 from tokenizers import AddedToken
 from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
+from transformers.utils import logging as hf_logging
 
 from engine.models.ct2_reader import CT2Model, read_ct2
 
@@ -271,10 +276,11 @@ def _cache_is_valid(target: Path, stamp: str) -> bool:
 def _save_cache(
     model: WhisperForConditionalGeneration, tokenizer: WhisperTokenizer, meta: dict, target: Path, stamp: str
 ) -> None:
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")  # two servers may convert at once
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    with _quiet_progress():
+        model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / _META_FILE).write_text(json.dumps(meta))
     (tmp / _COMPLETE_MARKER).write_text(stamp)
@@ -282,8 +288,21 @@ def _save_cache(
     tmp.rename(target)
 
 
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No per-tensor progress bars in the server log."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load_hf(source: str | Path) -> tuple[WhisperForConditionalGeneration, WhisperTokenizer, dict]:
-    model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
+    with _quiet_progress():
+        model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32)
     tokenizer = WhisperTokenizer.from_pretrained(source)
     _add_timestamp_tokens(tokenizer, model.config.vocab_size)
     meta_path = Path(source) / _META_FILE
@@ -360,7 +379,7 @@ def load_whisper(spec: str, cache_dir: Path, device: str = "cpu") -> WhisperBund
                 raise FileNotFoundError(f"{spec}: model file {part} is missing (is its package installed?)")
         data_dir, name = root / embedded.data_dir, spec
     elif local.is_dir() and (local / "model.bin").exists():
-        parts, data_dir, name = [local / "model.bin"], local, _cache_name(local.name)
+        parts, data_dir, name = [local / "model.bin"], local, _cache_name(local.resolve().name)
     elif local.is_dir() and (local / "config.json").exists():
         model, tokenizer, meta = _load_hf(local)
         return _make_bundle(_cache_name(local.name), model, tokenizer, meta, device)
@@ -372,7 +391,10 @@ def load_whisper(spec: str, cache_dir: Path, device: str = "cpu") -> WhisperBund
         model, tokenizer, meta = _load_hf(spec)  # a hub id; needs network access or the HF cache
         return _make_bundle(spec.rsplit("/", 1)[-1], model, tokenizer, meta, device)
 
-    target = Path(cache_dir) / "whisper" / name
+    cache_key = name
+    if spec not in EMBEDDED_WHISPERS:  # two local dirs may share a name ("model")
+        cache_key += "-" + hashlib.sha1(str(local.resolve()).encode()).hexdigest()[:8]
+    target = Path(cache_dir) / "whisper" / cache_key
     stamp = _source_stamp(parts)
     if _cache_is_valid(target, stamp):
         model, tokenizer, meta = _load_hf(target)

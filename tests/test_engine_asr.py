@@ -1,0 +1,74 @@
+"""The Whisper side of the engine in-process: long audio, windows batched across requests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from engine.async_engine import AsyncEngine
+from engine.config import EngineConfig
+from engine.request import TranscriptionRequest
+from tests.speech import speech_with_pauses, synthesize, wer
+
+SENTENCES = [
+    "The weather was cold and windy all through the morning.",
+    "We walked along the river to the old stone bridge.",
+    "My sister bought fresh bread at the corner bakery.",
+    "The train to the city leaves every twenty minutes.",
+    "Please remember to close the windows before you leave.",
+    "The children played football in the park after school.",
+    "He spent the whole evening reading a long novel.",
+    "We watched the stars from the top of the hill.",
+    "The museum opens at nine o'clock on weekdays.",
+    "Our neighbours are planning a trip to the mountains.",
+]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def engine():
+    engine = AsyncEngine.load(EngineConfig(llm=None, asr=["whisper-tiny.en"]))
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+async def transcribe(engine: AsyncEngine, audio: np.ndarray, **kw) -> tuple[str, object]:
+    streamed = ""
+    result = None
+    async for out in engine.transcribe(TranscriptionRequest(audio, "whisper-tiny.en", **kw)):
+        streamed += out.text
+        result = out.result or result
+    return streamed, result
+
+
+@pytest.mark.parametrize("with_timestamps", [False, True])
+async def test_long_audio_split_into_windows_loses_nothing(engine, with_timestamps):
+    audio = speech_with_pauses(SENTENCES, 1.0)  # about 37 s: two windows
+    streamed, result = await transcribe(engine, audio, with_timestamps=with_timestamps)
+    assert len(audio) / 16000 > 30
+    assert streamed == result.text  # the streamed increments add up to the final text
+    assert wer(" ".join(SENTENCES), result.text) < 0.08, result.text
+    assert "  " not in result.text and ".The" not in result.text  # windows join with one space
+    if with_timestamps:
+        assert len(result.segments) >= 8
+        starts = [s.start for s in result.segments]
+        assert starts == sorted(starts) and result.segments[-1].end <= result.duration + 0.5
+
+
+async def test_concurrent_requests_share_whisper_batches(engine):
+    before = engine.stats().asr_multi_request_batches
+    clips = [synthesize(s) for s in SENTENCES[:6]]
+    results = await asyncio.gather(*[transcribe(engine, clip) for clip in clips])
+    for sentence, (_, result) in zip(SENTENCES, results, strict=False):
+        assert wer(sentence, result.text) < 0.2, result.text
+    assert engine.stats().asr_multi_request_batches > before
+
+
+async def test_bad_job_refused_alone(engine):
+    with pytest.raises(ValueError, match="English-only"):
+        await transcribe(engine, synthesize(SENTENCES[0]), task="translate")
+    _, result = await transcribe(engine, synthesize(SENTENCES[1]))
+    assert wer(SENTENCES[1], result.text) < 0.2
