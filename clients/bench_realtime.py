@@ -198,12 +198,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, max_asr_batch: int, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model: str, max_asr_batch: int, threads: int | None, align_partials: bool
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "clients.bench_realtime", "serve", "--port", str(port), "--model", model,
            "--max-asr-batch", str(max_asr_batch)]  # fmt: skip
     if threads:
         cmd += ["--threads", str(threads)]
+    if align_partials:
+        cmd.append("--align-partials")
     log = open(ROOT / "artifacts" / f"bench_server_b{max_asr_batch}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -223,18 +227,6 @@ def start_server(model: str, max_asr_batch: int, threads: int | None) -> tuple[s
     raise SystemExit("bench server did not start")
 
 
-def _compare_scheduler_work_by_identity() -> None:
-    """TEMPORARY: engine/asr_scheduler.py removes aborted windows with deque.remove(), whose == compares
-    the dataclasses field by field, numpy audio included, and raises; remove once the scheduler compares
-    by identity (`@dataclass(eq=False)`)."""
-    from engine import asr_scheduler
-
-    for cls in (asr_scheduler.WindowWork, asr_scheduler.TranscriptionTask):
-        if cls.__eq__ is not object.__eq__:
-            cls.__eq__ = object.__eq__  # type: ignore[method-assign]
-            cls.__hash__ = object.__hash__  # type: ignore[method-assign]
-
-
 def serve(args: argparse.Namespace) -> None:
     """The server a mode runs against: the normal app, ASR only, with this --max-asr-batch."""
     import logging
@@ -246,10 +238,16 @@ def serve(args: argparse.Namespace) -> None:
     from http_api.app_keys import ServerSettings
 
     logging.basicConfig(level=logging.WARNING)
-    _compare_scheduler_work_by_identity()
     config = EngineConfig(llm=None, asr=[args.model], max_asr_batch=args.max_asr_batch, threads=args.threads)
     settings = ServerSettings(max_sessions=1024, max_buffered_audio_seconds=600.0)
-    web.run_app(create_app(config, settings=settings), host="127.0.0.1", port=args.port, print=None)
+    app = create_app(config, settings=settings)
+    if args.align_partials:
+        from realtime.partial_ticker import PartialTicker
+        from realtime.routes import STREAMING_KEY, TICKER_KEY
+
+        app[STREAMING_KEY].align_partials = True
+        app[TICKER_KEY] = PartialTicker(app[STREAMING_KEY].partial_interval_s, align=True)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
 
 async def ladder(
@@ -287,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--model", default="whisper-tiny.en")
         p.add_argument("--max-asr-batch", type=int, default=16)
         p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--align-partials", action="store_true")
         serve(p.parse_args(argv[1:]))
         return
     p = argparse.ArgumentParser(
@@ -299,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         "--modes", default="batched,unbatched", help="batched (max_asr_batch 16) and/or unbatched (1)"
     )
     p.add_argument("--threads", type=int, default=None, help="server torch threads")
+    p.add_argument("--align-partials", action="store_true", help="start all sessions' partials on one clock")
     p.add_argument("--url", help="bench a running server instead (one mode, as it is configured)")
     args = p.parse_args(argv)
     levels = [int(x) for x in args.sessions.split(",")]
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         summary["server"] = capacity(asyncio.run(ladder(ws_url, levels, utterances, args.utterances)))
     for mode in [m for m in args.modes.split(",") if m and not args.url]:
         print(f"{mode} (max_asr_batch={modes[mode]}):", flush=True)
-        proc, url = start_server(args.model, modes[mode], args.threads)
+        proc, url = start_server(args.model, modes[mode], args.threads, args.align_partials)
         try:
             results = asyncio.run(ladder(url.replace("http", "ws", 1), levels, utterances, args.utterances))
         finally:

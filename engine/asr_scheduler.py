@@ -24,7 +24,7 @@ SAMPLE_RATE = 16000
 _task_ids = itertools.count()
 
 
-@dataclass
+@dataclass(eq=False)  # identity: fields hold audio arrays
 class TranscriptionTask:
     """One request: its windows, their latest text, and what has been streamed out."""
 
@@ -41,14 +41,14 @@ class TranscriptionTask:
         self.window_outputs = [None] * len(self.windows)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: fields hold audio arrays
 class WindowWork:
     task: TranscriptionTask
     index: int
     job: WhisperJob
 
 
-@dataclass
+@dataclass(eq=False)
 class WhisperGroup:
     """Windows decoding together. `handle` is the runner's batch, created on the inference thread."""
 

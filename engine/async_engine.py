@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -44,6 +45,7 @@ from engine.step import StepPlan, StepResult
 from engine.whisper_runner import WhisperJob, WhisperRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +56,15 @@ class ASRModelInfo:
 
 class EngineStoppedError(RuntimeError):
     pass
+
+
+async def _drain(outputs: asyncio.Queue[T | BaseException]) -> AsyncIterator[T]:
+    """A request's outputs as the scheduler queues them; a queued exception is raised here."""
+    while True:
+        out = await outputs.get()
+        if isinstance(out, BaseException):
+            raise out
+        yield out
 
 
 class AsyncEngine:
@@ -176,6 +187,7 @@ class AsyncEngine:
                 raise
             except Exception:  # a bug in bookkeeping must not kill the server; log it loudly
                 log.exception("engine step failed")
+                await asyncio.sleep(0.05)  # yield to the event loop so sockets and signals are served
                 stepped = True
             if not stepped:
                 self._wake.clear()
@@ -268,10 +280,7 @@ class AsyncEngine:
         self._llm_scheduler.add(seq)
         self._wake.set()
         try:
-            while True:
-                out = await outputs.get()
-                if isinstance(out, BaseException):
-                    raise out
+            async for out in _drain(outputs):
                 yield out
                 if out.finish_reason is not None:
                     return
@@ -295,10 +304,7 @@ class AsyncEngine:
         self._asr_scheduler.add(task)
         self._wake.set()
         try:
-            while True:
-                out = await outputs.get()
-                if isinstance(out, BaseException):
-                    raise out
+            async for out in _drain(outputs):
                 yield out
                 if out.result is not None:
                     return

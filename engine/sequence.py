@@ -22,7 +22,7 @@ class SequenceStatus(Enum):
     FINISHED = auto()
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the schedulers look sequences up in lists
 class Sequence:
     prompt_token_ids: list[int]
     params: SamplingParams

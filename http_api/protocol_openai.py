@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.sampling import SamplingParams
 from http_api.errors import APIError, bad_request, unsupported
 
 # Seeds must fit torch.Generator.manual_seed (it takes up to 2**64 - 1, which leaves room for seed + i).
@@ -80,6 +81,26 @@ class SamplingFields(RequestModel):
                     f"logit_bias keys must be token ids, got '{key}'", param="logit_bias"
                 ) from None
         return bias
+
+    def to_sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=self.top_k or 0,
+            min_p=self.min_p or 0.0,
+            seed=self.seed,
+            stop=self.stop_list(),
+            stop_token_ids=list(self.stop_token_ids or []),
+            ignore_eos=self.ignore_eos,
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            logit_bias=self.logit_bias_ids(),
+            logprobs=logprobs,
+            skip_special_tokens=self.skip_special_tokens,
+            include_stop_str_in_output=self.include_stop_str_in_output,
+        )
 
     def check_stream_options(self) -> None:
         if self.stream_options is not None and not self.stream:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 from aiohttp import web
 
 from engine.request import GenerationRequest, TokenLogprob
-from engine.sampling import SamplingParams
 from http_api import sse
 from http_api.app_keys import ENGINE_KEY
-from http_api.errors import APIError, parse_model, read_json
+from http_api.errors import parse_model, read_json
 from http_api.generation import (
     RequestAborted,
     clamp_logprob,
@@ -40,29 +38,6 @@ from http_api.protocol_openai import (
     Usage,
     new_id,
 )
-
-log = logging.getLogger("rtserve.http")
-
-
-def sampling_params(req: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k or 0,
-        min_p=req.min_p or 0.0,
-        seed=req.seed,
-        stop=req.stop_list(),
-        stop_token_ids=list(req.stop_token_ids or []),
-        ignore_eos=req.ignore_eos,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
-        logit_bias=req.logit_bias_ids(),
-        logprobs=req.logprobs_k(),
-        skip_special_tokens=req.skip_special_tokens,
-        include_stop_str_in_output=req.include_stop_str_in_output,
-    )
 
 
 def chat_logprobs(tokenizer: object, logprobs: list[TokenLogprob]) -> ChatChoiceLogprobs:
@@ -98,7 +73,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         engine, len(prompt_ids), req.requested_max_tokens(), max_param, "messages"
     )
     rename = {"max_tokens": "max_completion_tokens"} if uses_new_name else None
-    params = validated(sampling_params(req, max_tokens), engine, rename)
+    params = validated(req.to_sampling_params(max_tokens, req.logprobs_k()), engine, rename)
     requests = [GenerationRequest(list(prompt_ids), seeded(params, i)) for i in range(req.n)]
     if req.stream:
         return await stream_chat(request, req, model, requests)
@@ -136,7 +111,7 @@ async def stream_chat(
         await sse.send(response, chunk.to_json(with_usage_field=with_usage))
 
     completion_tokens = [0] * len(requests)
-    try:
+    async with sse.reporting_errors(response, "chat"):
         for i in range(len(requests)):
             await send([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
         async with closing(fan_out(engine, requests)) as stream:
@@ -165,13 +140,4 @@ async def stream_chat(
             )
             await send([], usage)
         await sse.send_done(response)
-    except ConnectionResetError:
-        pass  # the client left; closing the streams above aborted its requests
-    except APIError as exc:
-        await sse.send_error(response, exc)
-    except Exception:
-        log.exception("chat stream failed")
-        await sse.send_error(
-            response, APIError("The server had an internal error", status=500, code="internal_error")
-        )
     return response

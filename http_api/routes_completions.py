@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 from aiohttp import web
 
 from engine.async_engine import AsyncEngine
 from engine.request import GenerationRequest, TokenLogprob
-from engine.sampling import SamplingParams
 from http_api import sse
 from http_api.app_keys import ENGINE_KEY
-from http_api.errors import APIError, parse_model, read_json
+from http_api.errors import parse_model, read_json
 from http_api.generation import (
     RequestAborted,
     check_token_ids,
@@ -34,29 +32,6 @@ from http_api.protocol_openai import (
     Usage,
     new_id,
 )
-
-log = logging.getLogger("rtserve.http")
-
-
-def sampling_params(req: CompletionRequest, max_tokens: int) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=req.top_k or 0,
-        min_p=req.min_p or 0.0,
-        seed=req.seed,
-        stop=req.stop_list(),
-        stop_token_ids=list(req.stop_token_ids or []),
-        ignore_eos=req.ignore_eos,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
-        logit_bias=req.logit_bias_ids(),
-        logprobs=req.logprobs,
-        skip_special_tokens=req.skip_special_tokens,
-        include_stop_str_in_output=req.include_stop_str_in_output,
-    )
 
 
 def completion_logprobs(tokenizer: object, logprobs: list[TokenLogprob], offset: int) -> CompletionLogprobs:
@@ -96,7 +71,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     requests: list[GenerationRequest] = []
     for _, ids in prompts:
         max_tokens = resolve_max_tokens(engine, len(ids), req.max_tokens, "max_tokens")
-        params = validated(sampling_params(req, max_tokens), engine)
+        params = validated(req.to_sampling_params(max_tokens, req.logprobs), engine)
         requests += [GenerationRequest(list(ids), seeded(params, j)) for j in range(req.n)]
     if req.stream:
         return await stream_completions(request, req, model, prompts, requests)
@@ -140,7 +115,7 @@ async def stream_completions(
 
     completion_tokens = [0] * len(requests)
     offsets = [0] * len(requests)
-    try:
+    async with sse.reporting_errors(response, "completion"):
         if req.echo:
             for index in range(len(requests)):
                 await send(
@@ -169,13 +144,4 @@ async def stream_completions(
             )
             await send([], usage)
         await sse.send_done(response)
-    except ConnectionResetError:
-        pass
-    except APIError as exc:
-        await sse.send_error(response, exc)
-    except Exception:
-        log.exception("completion stream failed")
-        await sse.send_error(
-            response, APIError("The server had an internal error", status=500, code="internal_error")
-        )
     return response

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from engine.async_engine import AsyncEngine
 from engine.request import GenerationOutput, GenerationRequest, TokenLogprob
 from http_api import sse
 from http_api.app_keys import ENGINE_KEY
-from http_api.errors import APIError, parse_model, read_json
+from http_api.errors import parse_model, read_json
 from http_api.generation import (
     check_token_ids,
     clamp_logprob,
@@ -32,8 +31,6 @@ from http_api.protocol_sglang import (
     LogprobEntry,
     MetaInfo,
 )
-
-log = logging.getLogger("rtserve.http")
 
 SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "seed": "sampling_seed", "top_logprobs": "top_logprobs_num"}
 
@@ -138,7 +135,7 @@ async def stream_generate(
 ) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     response = await sse.open_stream(request)
-    try:
+    async with sse.reporting_errors(response, "generate"):
         async with closing(fan_out(engine, requests)) as stream:
             async for i, out in stream:
                 states[i].add(out)
@@ -147,13 +144,4 @@ async def stream_generate(
                 body = states[i].response(req, engine.tokenizer, index=i if req.is_batch else None)
                 await sse.send(response, body.to_json())
         await sse.send_done(response)
-    except ConnectionResetError:
-        pass
-    except APIError as exc:
-        await sse.send_error(response, exc)
-    except Exception:
-        log.exception("generate stream failed")
-        await sse.send_error(
-            response, APIError("The server had an internal error", status=500, code="internal_error")
-        )
     return response

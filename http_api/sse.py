@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
 from http_api.errors import APIError
+
+log = logging.getLogger("rtserve.http")
 
 
 async def open_stream(request: web.Request) -> web.StreamResponse:
@@ -35,3 +40,19 @@ async def send_error(response: web.StreamResponse, error: APIError) -> None:
         await send(response, error.body())
     except ConnectionResetError:
         pass  # the client is already gone
+
+
+@asynccontextmanager
+async def reporting_errors(response: web.StreamResponse, what: str) -> AsyncIterator[None]:
+    """Inside an open stream: a gone client ends it quietly, anything else becomes an error event."""
+    try:
+        yield
+    except ConnectionResetError:
+        pass
+    except APIError as exc:
+        await send_error(response, exc)
+    except Exception:
+        log.exception("%s stream failed", what)
+        await send_error(
+            response, APIError("The server had an internal error", status=500, code="internal_error")
+        )

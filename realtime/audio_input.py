@@ -23,6 +23,7 @@ import soxr
 
 from audio.g711 import G711_SAMPLE_RATE, decode_pcma, decode_pcmu
 from audio.vad import SpeechStarted, VadParams, VoiceActivityDetector
+from realtime.partial_ticker import PartialTicker
 from realtime.protocol_openai import new_id
 from realtime.session import MIN_COMMIT_SECONDS, SessionConfig, StreamingSettings
 from realtime.transcriber import SAMPLE_RATE, DecodeFn, TurnTranscriber
@@ -69,8 +70,12 @@ class AudioInput:
         listener: TurnListener,
         decoder_for: Callable[[SessionConfig], DecodeFn],
         settings: StreamingSettings,
+        engine_windows: Callable[[], int] = lambda: 0,
+        ticker: PartialTicker | None = None,
     ) -> None:
         self.listener = listener
+        self.ticker = ticker  # None: partials start as soon as they are due
+        self.engine_windows = engine_windows  # Whisper windows the engine has queued or running
         self.decoder_for = decoder_for
         self.settings = settings
         self.config = config
@@ -187,6 +192,19 @@ class AudioInput:
             return
         if self._busy is not None and not self._busy.done():
             return
+        if self.ticker is None:
+            self._start_partial()
+        else:
+            self.ticker.request(id(self), self._start_partial)
+
+    def _start_partial(self) -> None:
+        turn = self.turn
+        if turn is None or not turn.due_for_partial() or (self._busy is not None and not self._busy.done()):
+            return  # the turn ended (or a decode started) since the partial was requested
+        if self.engine_windows() >= self.settings.partial_max_engine_windows:
+            return  # the engine is saturated: leave it to the finals; retried on the next append
+        if self.ticker is not None and self.ticker.finals_in_flight:
+            return  # finals first; retried on the next append
         self._busy = self._spawn(self._run_partial(turn, self.turn_item_id or ""))
 
     async def _run_partial(self, turn: TurnTranscriber, item_id: str) -> None:
@@ -219,6 +237,8 @@ class AudioInput:
         pending = {t for t in (partial, previous) if t is not None and not t.done()}
         if pending:
             await asyncio.wait(pending)  # never raises their errors; our own cancellation still propagates
+        if self.ticker is not None:
+            self.ticker.finals_in_flight += 1
         try:
             out = await turn.final()
         except asyncio.CancelledError:
@@ -227,6 +247,9 @@ class AudioInput:
             log.exception("transcription failed")
             self.listener.transcription_failed(item_id, exc)
             return
+        finally:
+            if self.ticker is not None:
+                self.ticker.finals_in_flight -= 1
         if out.delta:
             self.listener.delta(item_id, out.delta)
         if out.transcript:
@@ -316,6 +339,8 @@ class AudioInput:
 
     async def close(self) -> None:
         """Cancel every decode (aborting its engine request)."""
+        if self.ticker is not None:
+            self.ticker.cancel(id(self))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -34,6 +34,7 @@ from realtime.audio_input import AudioInput, AudioPayloadError, TurnMode
 from realtime.conversation import Conversation, ConversationError, ResponseOptions
 from realtime.emitters import Emitter, OpenAIEmitter, VllmEmitter
 from realtime.outbox import Outbox
+from realtime.partial_ticker import PartialTicker
 from realtime.session import (
     RealtimeLimits,
     SessionConfig,
@@ -99,6 +100,12 @@ def make_decoder(engine: Any, config: SessionConfig) -> DecodeFn:
     return decode
 
 
+def engine_windows(engine: Any) -> int:
+    """Whisper windows queued or decoding in the engine (0 when it does not report them)."""
+    stats = engine.stats() if hasattr(engine, "stats") else None
+    return (stats.asr_waiting + stats.asr_running) if stats is not None else 0
+
+
 def dialect_from_query(
     query: Any, engine: Any
 ) -> tuple[Dialect | None, Literal["transcription", "conversation"]]:
@@ -122,6 +129,7 @@ class RealtimeSession:
         limits: RealtimeLimits,
         streaming: StreamingSettings,
         query: Any,
+        ticker: PartialTicker | None = None,
     ) -> None:
         self.ws = ws
         self.engine = engine
@@ -147,7 +155,13 @@ class RealtimeSession:
             OpenAIEmitter(self.outbox) if self.dialect == "openai" else VllmEmitter(self.outbox)
         )
         self.audio = AudioInput(
-            self.config, self._turn_mode(), self, lambda cfg: make_decoder(engine, cfg), streaming
+            self.config,
+            self._turn_mode(),
+            self,
+            lambda cfg: make_decoder(engine, cfg),
+            streaming,
+            lambda: engine_windows(engine),
+            ticker,
         )
         self.conversation = Conversation(engine, self.outbox, f"conv_{uuid.uuid4().hex[:24]}")
         self.transcription_items: list[str] = []

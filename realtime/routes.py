@@ -12,12 +12,14 @@ from aiohttp import web
 from realtime import protocol_openai as oa
 from realtime import protocol_vllm as vl
 from realtime.handler import GOING_AWAY, TRY_AGAIN_LATER, RealtimeSession, dialect_from_query
+from realtime.partial_ticker import PartialTicker
 from realtime.session import RealtimeLimits, StreamingSettings
 
 log = logging.getLogger(__name__)
 
 SESSIONS_KEY: web.AppKey[set[RealtimeSession]] = web.AppKey("realtime_sessions", set)
 STREAMING_KEY: web.AppKey[StreamingSettings] = web.AppKey("realtime_streaming", StreamingSettings)
+TICKER_KEY: web.AppKey[PartialTicker] = web.AppKey("realtime_partial_ticker", PartialTicker)
 SUBPROTOCOL = "realtime"
 KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 SHUTDOWN_GRACE_S = 20.0
@@ -89,7 +91,7 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
             await ws.send_str(event.model_dump_json())
             await ws.close(code=TRY_AGAIN_LATER, message=b"too_many_sessions")
         return ws
-    session = RealtimeSession(ws, engine, limits, app[STREAMING_KEY], request.query)
+    session = RealtimeSession(ws, engine, limits, app[STREAMING_KEY], request.query, app[TICKER_KEY])
     sessions.add(session)
     try:
         await session.run()
@@ -114,5 +116,7 @@ def setup_realtime_routes(app: web.Application) -> None:
     app[SESSIONS_KEY] = set()
     if STREAMING_KEY not in app:
         app[STREAMING_KEY] = StreamingSettings()
+    streaming = app[STREAMING_KEY]
+    app[TICKER_KEY] = PartialTicker(streaming.partial_interval_s, streaming.align_partials)
     app.router.add_get("/v1/realtime", realtime_handler)
     app.on_shutdown.append(_close_sessions)

@@ -50,6 +50,12 @@ class StreamingSettings:
     min_partial_audio_s: float = 1.0  # no partial decode of less audio than this
     max_window_s: float = 24.0  # past this the window slides (stable text is committed and dropped)
     prompt_chars: int = 400  # prior text fed to Whisper as its prompt
+    # Load shedding: no new partial while the engine already has this many Whisper windows queued or
+    # decoding (finals are never skipped), so end-of-turn decodes do not queue behind partials.
+    partial_max_engine_windows: int = 8
+    # Start every session's due partials together on a shared clock so the engine decodes them as one
+    # batch (see realtime/partial_ticker.py); adds up to one interval of partial latency.
+    align_partials: bool = False
 
 
 @dataclass

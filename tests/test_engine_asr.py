@@ -72,3 +72,21 @@ async def test_bad_job_refused_alone(engine):
         await transcribe(engine, synthesize(SENTENCES[0]), task="translate")
     _, result = await transcribe(engine, synthesize(SENTENCES[1]))
     assert wer(SENTENCES[1], result.text) < 0.2
+
+
+def test_aborted_window_anywhere_in_the_queue_is_dropped():
+    """Removing a waiting window must not compare audio arrays (that raised and stalled the loop)."""
+    from engine.asr_scheduler import ASRScheduler, make_task
+    from engine.stats import EngineStats
+
+    scheduler = ASRScheduler(max_batch=1, stats=EngineStats())
+    tasks = [
+        make_task(TranscriptionRequest(synthesize(s), "whisper-tiny.en"), asyncio.Queue())
+        for s in SENTENCES[:3]
+    ]
+    for task in tasks:
+        scheduler.add(task)
+    tasks[2].aborted = True
+    work = scheduler.schedule()
+    assert [w.task for w in work.new_groups[0].windows] == [tasks[0]]
+    assert [w.task for q in scheduler.waiting.values() for w in q] == [tasks[1]]
