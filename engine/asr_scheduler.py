@@ -65,6 +65,20 @@ class WhisperGroup:
     def done(self) -> bool:
         return all(f or i in self.cancelled for i, f in enumerate(self.finished))
 
+    @classmethod
+    def merged(cls, groups: list[WhisperGroup], kept: list[list[int]], handle: Any) -> WhisperGroup:
+        """The group for a runner batch merged from `groups`; `kept` says which rows of each it holds."""
+        windows: list[WindowWork] = []
+        cancelled: set[int] = set()
+        for group, rows in zip(groups, kept, strict=True):
+            for i in rows:
+                if i in group.cancelled:
+                    cancelled.add(len(windows))
+                windows.append(group.windows[i])
+        merged = cls(groups[0].model, windows, handle)
+        merged.cancelled = cancelled
+        return merged
+
 
 @dataclass
 class ASRWork:
@@ -78,8 +92,11 @@ class ASRWork:
 
 
 class ASRScheduler:
-    def __init__(self, max_batch: int, stats: EngineStats) -> None:
+    def __init__(self, max_batch: int, stats: EngineStats, max_encode: int | None = None) -> None:
         self.max_batch = max_batch
+        # Windows encoded in one step. On a CPU an encoder batch costs the sum of its windows, so
+        # a big one only holds up everything queued behind it; decoder steps still batch well.
+        self.max_encode = max_encode or max_batch
         self.stats = stats
         self.waiting: dict[Priority, deque[WindowWork]] = {p: deque() for p in Priority}
         self.running: list[WhisperGroup] = []
@@ -127,8 +144,8 @@ class ASRScheduler:
         picked: list[WindowWork] = []
         for priority in Priority:
             # A quarter of the capacity is kept for live sessions, so HTTP work cannot crowd them out.
-            cap = self.max_batch if priority is Priority.REALTIME else self.max_batch - self.max_batch // 4
-            room = cap - in_flight - len(picked)
+            cap = self.max_batch - (self.max_batch // 4 if priority is Priority.BATCH else 0)
+            room = min(cap - in_flight, self.max_encode) - len(picked)
             if room <= 0:
                 continue
             queue = self.waiting[priority]
@@ -144,6 +161,15 @@ class ASRScheduler:
         if len({w.task.task_id for w in picked}) > 1:
             self.stats.asr_multi_request_batches += 1
         return group
+
+    def replace(self, groups: list[WhisperGroup], merged: WhisperGroup) -> None:
+        """`groups` now decode as one batch."""
+        self.running = [g for g in self.running if not any(g is old for old in groups)]
+        self.running.append(merged)
+        self.stats.asr_last_batch_size = len(merged.windows)
+        self.stats.asr_max_batch_size = max(self.stats.asr_max_batch_size, len(merged.windows))
+        if len({w.task.task_id for w in merged.windows}) > 1:
+            self.stats.asr_multi_request_batches += 1
 
     def fail_group(self, group: WhisperGroup, error: BaseException) -> None:
         if group in self.running:

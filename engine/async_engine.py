@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import torch
 
-from engine.asr_scheduler import ASRScheduler, make_task
+from engine.asr_scheduler import ASRScheduler, WhisperGroup, make_task
 from engine.config import EngineConfig
 from engine.detokenizer import IncrementalDetokenizer
 from engine.kv_cache import BlockManager, KVCache
@@ -80,7 +80,8 @@ class AsyncEngine:
         self._llm_runner: LLMRunner | None = None
         self._llm_scheduler: LLMScheduler | None = None
         self._whisper: dict[str, WhisperRunner] = {}
-        self._asr_scheduler = ASRScheduler(config.max_asr_batch, self.stats_)
+        max_encode = config.max_asr_encode or (4 if self.device == "cpu" else config.max_asr_batch)
+        self._asr_scheduler = ASRScheduler(config.max_asr_batch, self.stats_, max_encode)
         self._executor: ThreadPoolExecutor | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -213,15 +214,11 @@ class AsyncEngine:
             for group, index in plan.asr.cancels:
                 if group.handle is not None:
                     self._whisper[group.model].cancel(group.handle, index)
+            by_model: dict[str, list[WhisperGroup]] = {}
             for group in plan.asr.new_groups + plan.asr.running_groups:
-                runner = self._whisper[group.model]
-                try:
-                    if group.handle is None:
-                        group.handle = runner.start([w.job for w in group.windows])
-                    result.asr_rows.append((group, runner.step(group.handle)))
-                except Exception as exc:
-                    log.exception("whisper batch failed")
-                    result.asr_errors.append((group, exc))
+                by_model.setdefault(group.model, []).append(group)
+            for model, groups in by_model.items():
+                self._run_whisper(self._whisper[model], groups, result)
             if plan.llm is not None:
                 assert self._llm_runner is not None
                 try:
@@ -231,8 +228,41 @@ class AsyncEngine:
                     result.llm_error = exc
         return result
 
+    def _run_whisper(self, runner: WhisperRunner, groups: list[WhisperGroup], result: StepResult) -> None:
+        """Start new groups, merge every group of this model into one batch, and advance it a token."""
+        started: list[WhisperGroup] = []
+        for group in groups:
+            try:
+                if group.handle is None:
+                    group.handle = runner.start([w.job for w in group.windows])
+                started.append(group)
+            except Exception as exc:
+                log.exception("whisper batch failed to start")
+                result.asr_errors.append((group, exc))
+        if not started:
+            return
+        try:
+            target = started[0]
+            if len(started) > 1:
+                handle, kept = runner.merge([g.handle for g in started])
+                target = WhisperGroup.merged(started, kept, handle)
+                result.asr_merges.append((started, target))
+        except Exception as exc:
+            log.exception("merging whisper batches failed")
+            result.asr_errors.extend((g, exc) for g in started)
+            return
+        if not target.windows:
+            return  # every row was cancelled: nothing left to advance
+        try:
+            result.asr_rows.append((target, runner.step(target.handle)))
+        except Exception as exc:
+            log.exception("whisper batch failed")
+            result.asr_errors.append((target, exc))
+
     def _postprocess(self, plan: StepPlan, result: StepResult) -> None:
         self.stats_.steps_total += 1
+        for groups, merged in result.asr_merges:
+            self._asr_scheduler.replace(groups, merged)
         for group, rows in result.asr_rows:
             self._asr_scheduler.postprocess(group, rows)
         for group, exc in result.asr_errors:

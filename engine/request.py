@@ -14,10 +14,12 @@ FinishReason = Literal["stop", "length", "abort"]
 
 
 class Priority(IntEnum):
-    """Lower runs first: live sessions are never stuck behind HTTP batch work."""
+    """Lower runs first: live sessions are never stuck behind HTTP batch work, and a turn's final
+    transcript (or a spoken reply) never waits behind another session's preview re-decode."""
 
     REALTIME = 0
-    BATCH = 1
+    PREVIEW = 1  # live partial-transcript re-decodes: useful, but the first thing to wait
+    BATCH = 2
 
 
 @dataclass

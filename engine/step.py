@@ -24,5 +24,8 @@ class StepPlan:
 class StepResult:
     llm_tokens: list[StepTokens] | None = None
     llm_error: BaseException | None = None
+    asr_merges: list[tuple[list[WhisperGroup], WhisperGroup]] = field(
+        default_factory=list
+    )  # (these, into this)
     asr_rows: list[tuple[WhisperGroup, list[WhisperRowOutput]]] = field(default_factory=list)
     asr_errors: list[tuple[WhisperGroup, BaseException]] = field(default_factory=list)

@@ -97,6 +97,8 @@ class WhisperBatch:
     self_v: list[torch.Tensor] = field(default_factory=list)
     cross_k: list[torch.Tensor] = field(default_factory=list)  # per layer [B, H, T_enc, hd]
     cross_v: list[torch.Tensor] = field(default_factory=list)
+    # [B, T_enc] False at padding, once batches with different encoder lengths were merged
+    cross_valid: torch.Tensor | None = None
     key_valid: torch.Tensor | None = None  # [B, capacity] False at left padding
     positions: torch.Tensor | None = None  # [B] position id of each row's next token
     length: int = 0  # filled cache columns
@@ -298,6 +300,7 @@ class WhisperRunner:
         start: int,  # cache column of tokens[:, 0]
         cross_k: list[torch.Tensor],
         cross_v: list[torch.Tensor],
+        cross_mask: torch.Tensor | None = None,  # [B, 1, 1, T_enc] bool
     ) -> torch.Tensor:
         """Run the decoder on S new tokens per row, writing their keys/values into the caches.
 
@@ -322,7 +325,7 @@ class WhisperRunner:
             x = x + layer.out1(a.transpose(1, 2).reshape(batch, steps, self.d_model))
             h = layer.ln2(x)
             q = layer.cross_q(h).view(batch, steps, heads, head_dim).transpose(1, 2)
-            a = F.scaled_dot_product_attention(q, cross_k[i], cross_v[i])
+            a = F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], attn_mask=cross_mask)
             x = x + layer.out2(a.transpose(1, 2).reshape(batch, steps, self.d_model))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.ln3(x))))
         return self.decoder.layer_norm(x[:, -1])
@@ -526,13 +529,68 @@ class WhisperRunner:
         tokens = torch.tensor(batch.last_tokens, dtype=torch.long, device=self.device).view(count, 1)
         batch.key_valid[:, col] = True
         mask = batch.key_valid[:, None, None, : col + 1]
+        cross_mask = batch.cross_valid[:, None, None, :] if batch.cross_valid is not None else None
         hidden = self._decode(
             tokens, batch.positions.view(count, 1), mask, batch.self_k, batch.self_v, col,
-            batch.cross_k, batch.cross_v,
+            batch.cross_k, batch.cross_v, cross_mask,
         )  # fmt: skip
         batch.length = col + 1
         batch.positions = batch.positions + 1
         batch.logits = self._logits(hidden)
+
+    @torch.inference_mode()
+    def merge(self, batches: list[WhisperBatch]) -> tuple[WhisperBatch, list[list[int]]]:
+        """Join batches mid-decode into one, so every row advances in one decoder call per step.
+
+        Only rows still decoding are kept; the second value lists, per input batch, the indices
+        of its rows that the merged batch holds, in order. Self-attention caches are aligned on
+        the column the next token goes to (left padding); encoder states are right-padded to the
+        longest and masked.
+        """
+        live = [b for b in batches if b.active]
+        kept = [list(b.active) if b.active else [] for b in batches]
+        if len(live) <= 1:
+            if live:
+                only = live[0]
+                only.rows, only.jobs = (
+                    [only.rows[i] for i in only.active],
+                    [only.jobs[i] for i in only.active],
+                )
+                only.active = list(range(len(only.rows)))
+            return (live[0] if live else batches[0]), kept
+        length = max(b.length for b in live)
+        capacity = length + KV_CHUNK
+        enc_len = max(b.cross_k[0].shape[2] for b in live)
+        count = sum(len(b.active) for b in live)
+        layers = len(self.dec_layers)
+        self_k, self_v = self._new_cache(count, capacity)
+        key_valid = torch.zeros(count, capacity, dtype=torch.bool, device=self.device)
+        cross_shape = (count, self.dec_heads, enc_len, self.d_model // self.dec_heads)
+        cross_k = [torch.zeros(cross_shape, device=self.device) for _ in range(layers)]
+        cross_v = [torch.zeros(cross_shape, device=self.device) for _ in range(layers)]
+        cross_valid = torch.zeros(count, enc_len, dtype=torch.bool, device=self.device)
+        row = 0
+        for b in live:
+            n, shift, t = len(b.active), length - b.length, b.cross_k[0].shape[2]
+            for i in range(layers):
+                self_k[i][row : row + n, :, shift:length] = b.self_k[i][:, :, : b.length]
+                self_v[i][row : row + n, :, shift:length] = b.self_v[i][:, :, : b.length]
+                cross_k[i][row : row + n, :, :t] = b.cross_k[i]
+                cross_v[i][row : row + n, :, :t] = b.cross_v[i]
+            key_valid[row : row + n, shift:length] = b.key_valid[:, : b.length]
+            cross_valid[row : row + n, :t] = True if b.cross_valid is None else b.cross_valid
+            row += n
+        rows = [b.rows[i] for b in live for i in b.active]
+        merged = WhisperBatch(jobs=[r.job for r in rows], rows=rows, active=list(range(count)))
+        merged.self_k, merged.self_v, merged.key_valid, merged.length = self_k, self_v, key_valid, length
+        merged.cross_k, merged.cross_v = cross_k, cross_v
+        merged.cross_valid = None if bool(cross_valid.all()) else cross_valid
+        merged.positions = torch.cat([b.positions for b in live])
+        merged.logits = torch.cat([b.logits for b in live])
+        # last_tokens only carry a sampled token to the forward pass within one step: nothing to keep.
+        for b in live:
+            self._release(b)
+        return merged, kept
 
     def _grow(self, batch: WhisperBatch) -> None:
         extra = KV_CHUNK
@@ -555,6 +613,8 @@ class WhisperRunner:
         batch.cross_k = [k[index] for k in batch.cross_k]
         batch.cross_v = [v[index] for v in batch.cross_v]
         batch.key_valid = batch.key_valid[index]
+        if batch.cross_valid is not None:
+            batch.cross_valid = batch.cross_valid[index]
         batch.positions = batch.positions[index]
         batch.logits = batch.logits[index]
         if batch.last_tokens:
@@ -563,7 +623,7 @@ class WhisperRunner:
     def _release(self, batch: WhisperBatch) -> None:
         batch.active = []
         batch.self_k, batch.self_v, batch.cross_k, batch.cross_v = [], [], [], []
-        batch.key_valid = batch.positions = batch.logits = None
+        batch.key_valid = batch.positions = batch.logits = batch.cross_valid = None
 
     # ------------------------------------------------------------------ text
 

@@ -79,13 +79,13 @@ Inbound = BaseModel | _Disconnected
 def make_decoder(engine: Any, config: SessionConfig) -> DecodeFn:
     model, language = config.asr_model, config.language
 
-    async def decode(audio, prompt: str | None, with_timestamps: bool) -> TranscriptionResult:
+    async def decode(audio, prompt: str | None, with_timestamps: bool, preview: bool) -> TranscriptionResult:
         request = TranscriptionRequest(
             audio=audio,
             model=model,
             language=language,
             prompt=prompt,
-            priority=Priority.REALTIME,
+            priority=Priority.PREVIEW if preview else Priority.REALTIME,
             encoder_context="trimmed",
             with_timestamps=with_timestamps,
         )

@@ -21,7 +21,8 @@ from realtime.session import StreamingSettings
 SAMPLE_RATE = 16000
 
 # (audio, prompt, with_timestamps) -> result. Cancelling the awaitable aborts the engine request.
-DecodeFn = Callable[[np.ndarray, str | None, bool], Awaitable[TranscriptionResult]]
+# (audio, prompt, with_timestamps, preview): preview decodes yield to end-of-turn ones in the engine.
+DecodeFn = Callable[[np.ndarray, str | None, bool, bool], Awaitable[TranscriptionResult]]
 
 _PUNCT = re.compile(r"[^\w']+")
 
@@ -160,7 +161,7 @@ class TurnTranscriber:
         audio = self.window_audio()
         window_start = self.window_start
         slide = len(audio) >= self.settings.max_window_s * SAMPLE_RATE
-        result = await self.decode(audio, self._prompt(), slide)
+        result = await self.decode(audio, self._prompt(), slide, True)
         self.decoded_tokens += result.tokens
         if window_start != self.window_start:
             return TurnOutput("", self.transcript)  # the window moved while we decoded: stale
@@ -176,7 +177,7 @@ class TurnTranscriber:
         audio = self.window_audio()
         if len(audio) == 0:
             return TurnOutput("", self.transcript)
-        result = await self.decode(audio, self._prompt(), False)
+        result = await self.decode(audio, self._prompt(), False, False)
         self.decoded_tokens += result.tokens
         delta = self._emit(self.agreement.rest(hypothesis_words(result)))
         return TurnOutput(delta, self.transcript)

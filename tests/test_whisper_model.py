@@ -12,7 +12,7 @@ from audio.features import N_SAMPLES, log_mel_spectrogram, pad_batch
 from engine.models.ct2_reader import read_ct2
 from engine.models.whisper_loader import EMBEDDED_WHISPERS, WhisperBundle, _package_dir, load_whisper
 from engine.whisper_runner import WhisperJob, WhisperRowOutput, WhisperRunner, repetition_cut
-from tests.speech import synthesize, wer
+from tests.speech import speech_with_pauses, synthesize, wer
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 
@@ -342,3 +342,25 @@ def test_base_forced_language_and_trimmed(base_runner: WhisperRunner) -> None:
     )
     assert outs[0].language == "en" and wer(SENTENCES[2], outs[0].text) < 0.15
     assert outs[1].language == "fr" and outs[1].finished and outs[1].text
+
+
+def test_merging_batches_mid_decode_changes_no_token(tiny_runner: WhisperRunner) -> None:
+    """Batches started at different times, with different encoder lengths, decode as one after merging."""
+    short = WhisperJob(audio=synthesize("Turn left at the next corner."), encoder_context="trimmed")
+    long = WhisperJob(
+        audio=speech_with_pauses(["The train leaves at nine.", "Bring a warm coat and an umbrella."], 3.0),
+        encoder_context="trimmed",
+    )
+    full = WhisperJob(audio=synthesize("We watched the stars from the hill."))
+    alone = [run(tiny_runner, [job])[0].text for job in (short, long, full)]
+
+    first = tiny_runner.start([short])
+    for _ in range(3):
+        tiny_runner.step(first)  # the first batch is a few tokens ahead when the others join
+    second = tiny_runner.start([long, full])
+    assert first.cross_k[0].shape[2] < second.cross_k[0].shape[2]  # trimmed vs full encoder states
+    merged, kept = tiny_runner.merge([first, second])
+    assert kept == [[0], [0, 1]] and merged.cross_valid is not None
+    while not merged.done:
+        outputs = tiny_runner.step(merged)
+    assert [o.text for o in outputs] == alone
