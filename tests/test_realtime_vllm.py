@@ -121,7 +121,7 @@ class ScriptedDecoder:
         self.texts = texts
         self.calls: list[tuple[int, str | None, bool]] = []
 
-    async def __call__(self, audio, prompt, with_timestamps) -> TranscriptionResult:
+    async def __call__(self, audio, prompt, with_timestamps, preview) -> TranscriptionResult:
         self.calls.append((len(audio), prompt, with_timestamps))
         text = self.texts[min(len(self.calls) - 1, len(self.texts) - 1)]
         seg = TranscriptSegment(0, 0.0, len(audio) / 16000, text)
