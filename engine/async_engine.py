@@ -32,7 +32,7 @@ from engine.llm_runner import LLMRunner
 from engine.llm_scheduler import LLMScheduler
 from engine.models.llm_loader import load_llm
 from engine.models.paged_llama import PagedLlama
-from engine.models.quantize import quantize_int8
+from engine.models.quantize import quantize_llm_int8, quantize_whisper_encoder_int8
 from engine.request import (
     GenerationOutput,
     GenerationRequest,
@@ -100,6 +100,10 @@ class AsyncEngine:
             from engine.models.whisper_loader import load_whisper
         for spec in config.asr:
             bundle = load_whisper(spec, config.cache_dir, engine.device)
+            if config.asr_quantize == "int8":
+                if engine.device != "cpu":
+                    raise ValueError("--asr-quantize int8 is a CPU option")
+                quantize_whisper_encoder_int8(bundle.model)  # before the runner reads its weights
             engine._whisper[bundle.name] = WhisperRunner(bundle, engine.device)
             engine.asr_models[bundle.name] = ASRModelInfo(bundle.name, bundle.multilingual)
         return engine
@@ -111,7 +115,7 @@ class AsyncEngine:
         if cfg.quantize == "int8":
             if self.device != "cpu":
                 raise ValueError("--quantize int8 is a CPU option")
-            model = quantize_int8(model)
+            model = quantize_llm_int8(model)
         self.max_model_len = min(cfg.max_model_len, model.config.max_position_embeddings)
         paged = PagedLlama(model, self.max_model_len)
         num_blocks = max(

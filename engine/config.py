@@ -18,7 +18,8 @@ class EngineConfig:
     llm: str | None = "smollm2-135m-instruct"
     asr: list[str] = field(default_factory=lambda: ["whisper-tiny.en"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    quantize: Literal["none", "int8"] = "none"
+    quantize: Literal["none", "int8"] = "none"  # the LLM
+    asr_quantize: Literal["none", "int8"] = "none"  # the Whisper encoder
     max_num_seqs: int = 32  # running LLM sequences per step
     max_model_len: int = 2048  # prompt + completion tokens per sequence
     kv_cache_tokens: int = 16384  # LLM KV cache capacity across all sequences

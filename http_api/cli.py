@@ -73,7 +73,13 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         "--quantize",
         choices=["none", "int8"],
         default=defaults.quantize,
-        help="int8: dynamic int8 LLM weights (CPU)",
+        help="int8: dynamic int8 LLM projections (CPU; about 1.2x decode throughput for +23%% perplexity)",
+    )
+    models.add_argument(
+        "--asr-quantize",
+        choices=["none", "int8"],
+        default=defaults.asr_quantize,
+        help="int8: dynamic int8 Whisper encoder MLP (CPU; about 1.3x faster transcription, same WER measured)",
     )
     models.add_argument(
         "--cache-dir", type=Path, default=default_cache_dir(), help="converted weights live here"
@@ -120,6 +126,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         asr=asr_models(args.asr),
         device=args.device,
         quantize=args.quantize,
+        asr_quantize=args.asr_quantize,
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
         kv_cache_tokens=args.kv_cache_tokens,

@@ -15,7 +15,7 @@ from engine.config import EngineConfig, default_cache_dir
 from engine.kv_cache import KVCache
 from engine.models.llm_loader import load_llm
 from engine.models.paged_llama import AttentionMetadata, PagedLlama
-from engine.models.quantize import quantize_int8
+from engine.models.quantize import quantize_llm_int8
 from engine.request import GenerationRequest
 from engine.sampling import SamplingParams
 
@@ -196,7 +196,7 @@ def test_int8_quality_holds(bundle):
     model, tok = bundle.model, bundle.tokenizer
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantized = quantize_int8(copy.deepcopy(model))
+        quantized = quantize_llm_int8(copy.deepcopy(model))
     text = EVAL_PASSAGE
     ids = tok(text, return_tensors="pt").input_ids
     with torch.inference_mode():

@@ -364,3 +364,26 @@ def test_merging_batches_mid_decode_changes_no_token(tiny_runner: WhisperRunner)
     while not merged.done:
         outputs = tiny_runner.step(merged)
     assert [o.text for o in outputs] == alone
+
+
+def test_int8_encoder_keeps_transcripts(whisper_cache: Path, tiny_runner: WhisperRunner) -> None:
+    """--asr-quantize int8: the encoder's MLP runs int8 and the word error rate stays where fp32 has it."""
+    from engine.models.quantize import quantize_whisper_encoder_int8
+
+    sentences = [
+        "The weather was cold and windy all through the morning.",
+        "My sister bought fresh bread at the corner bakery.",
+        "Please remember to close the windows before you leave.",
+        "He spent the whole evening reading a long novel.",
+        "The museum opens at nine o'clock on weekdays.",
+        "Our neighbours are planning a trip to the mountains.",
+    ]
+    jobs = [WhisperJob(audio=synthesize(s)) for s in sentences]
+    bundle = load_whisper("whisper-tiny.en", whisper_cache, "cpu")  # a copy of its own: quantizing is in place
+    quantize_whisper_encoder_int8(bundle.model)
+    dynamic_int8 = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(bundle.model.model.encoder.layers[0].fc1, dynamic_int8)
+    assert not isinstance(bundle.model.model.decoder.layers[0].fc1, dynamic_int8)
+    fp32 = [wer(s, o.text) for s, o in zip(sentences, run(tiny_runner, jobs), strict=True)]
+    int8 = [wer(s, o.text) for s, o in zip(sentences, run(WhisperRunner(bundle, "cpu"), jobs), strict=True)]
+    assert np.mean(int8) <= np.mean(fp32) + 0.02, (fp32, int8)

@@ -1,9 +1,13 @@
-"""Optional int8 dynamic quantization of the LLM's Linear layers (a CPU speed lever).
+"""Optional int8 dynamic quantization of Linear layers: a CPU speed lever.
 
 Weights are int8 per output channel; activations are quantized per batch on the fly.
-The attention output and MLP down projections stay fp32: their inputs carry large activation
-outliers. Measured on SmolLM2-135M (a 60-token passage): fp32 perplexity 8.09; every Linear
-int8 21.7; all but down_proj 9.03; all but down_proj and o_proj 7.94 (this choice).
+
+LLM: the attention output and MLP down projections stay fp32, since their inputs carry large
+activation outliers. Measured on SmolLM2-135M (a 60-token passage): fp32 perplexity 8.09; every
+Linear int8 21.7; all but down_proj 9.03; all but down_proj and o_proj 7.94 (this choice).
+
+Whisper: only the encoder's MLP and attention output (most of its FLOPs). Its q/k/v are fused
+into one matrix by the runner, and the decoder's per-token steps are too small to gain.
 """
 
 from __future__ import annotations
@@ -13,18 +17,31 @@ import warnings
 import torch
 from torch import nn
 
-KEEP_FP32 = ("down_proj", "o_proj", "lm_head")
+LLM_KEEP_FP32 = ("down_proj", "o_proj", "lm_head")
+WHISPER_ENCODER_INT8 = ("fc1", "fc2", "out_proj")
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def _quantize(model: nn.Module, names: set[str]) -> nn.Module:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    names = {
-        name for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not name.endswith(KEEP_FP32)
-    }  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's migration notice; the API still works
         return quantize_dynamic(
             model, {name: per_channel_dynamic_qconfig for name in names}, dtype=torch.qint8, inplace=True
         )
+
+
+def quantize_llm_int8(model: nn.Module) -> nn.Module:
+    names = {
+        name for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not name.endswith(LLM_KEEP_FP32)
+    }  # fmt: skip
+    return _quantize(model, names)
+
+
+def quantize_whisper_encoder_int8(model: nn.Module) -> nn.Module:
+    names = {
+        name for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and ".encoder." in f".{name}" and name.endswith(WHISPER_ENCODER_INT8)
+    }  # fmt: skip
+    return _quantize(model, names)
