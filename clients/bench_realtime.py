@@ -22,16 +22,14 @@ import asyncio
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from clients.realtime_client import VLLM_RATE, paced, pcm16_base64
+from clients.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCES = [
@@ -192,39 +190,17 @@ async def run_level(url: str, n: int, utterances: list[Utterance], per_session: 
     return LevelResult(n, pct(finals, 50), pct(finals, 95), pct(words, 50), pct(words, 95), max(wers), errors)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(
-    model: str, max_asr_batch: int, threads: int | None, align_partials: bool
-) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "clients.bench_realtime", "serve", "--port", str(port), "--model", model,
-           "--max-asr-batch", str(max_asr_batch)]  # fmt: skip
+def start_server(model: str, max_asr_batch: int, threads: int | None, align_partials: bool) -> ServerProcess:
+    args = ["--model", model, "--max-asr-batch", str(max_asr_batch)]
     if threads:
-        cmd += ["--threads", str(threads)]
+        args += ["--threads", str(threads)]
     if align_partials:
-        cmd.append("--align-partials")
-    log = open(ROOT / "artifacts" / f"bench_server_b{max_asr_batch}.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench server exited with {proc.returncode}; see {log.name}")
-        try:
-            if requests.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("bench server did not start")
+        args.append("--align-partials")
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    log_path = ROOT / "artifacts" / f"bench_server_b{max_asr_batch}.log"
+    return ServerProcess.start(
+        args, command=("clients.bench_realtime", "serve"), log_path=log_path, timeout_s=600
+    )
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -314,15 +290,12 @@ def main(argv: list[str] | None = None) -> None:
         summary["server"] = capacity(asyncio.run(ladder(ws_url, levels, utterances, args.utterances)))
     for mode in [m for m in args.modes.split(",") if m and not args.url]:
         print(f"{mode} (max_asr_batch={modes[mode]}):", flush=True)
-        proc, url = start_server(args.model, modes[mode], args.threads, args.align_partials)
+        server = start_server(args.model, modes[mode], args.threads, args.align_partials)
         try:
-            results = asyncio.run(ladder(url.replace("http", "ws", 1), levels, utterances, args.utterances))
+            ws_url = server.base_url.replace("http", "ws", 1)
+            results = asyncio.run(ladder(ws_url, levels, utterances, args.utterances))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            server.stop()
         summary[mode] = capacity(results)
     print("capacity (largest N with p95 final latency < 1 s):")
     for mode, n in summary.items():

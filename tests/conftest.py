@@ -7,9 +7,6 @@ Set RTSERVE_TEST_URL=http://127.0.0.1:PORT to reuse a server you already started
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from clients.server_process import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
-SERVER_START_TIMEOUT_S = 900
 
 
 @dataclass
@@ -28,62 +26,31 @@ class LiveServer:
     base_url: str  # http://127.0.0.1:PORT
     ws_url: str  # ws://127.0.0.1:PORT
     api_key: str | None
-    log_path: Path | None
+    process: ServerProcess | None  # None when reusing RTSERVE_TEST_URL
 
     def log_tail(self, chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(errors="replace")[-chars:]
+        return self.process.log_tail(chars) if self.process else ""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen | None, log_path: Path | None) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-4000:] if log_path else ""
-            raise RuntimeError(f"server exited with {proc.returncode} while starting:\n{tail}")
-        try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server at {url} not healthy after {SERVER_START_TIMEOUT_S}s")
+def start_server(args: list[str], log_name: str, env: dict[str, str] | None = None) -> ServerProcess:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ServerProcess.start(["--host", "127.0.0.1", *args], log_path=ARTIFACTS / log_name, env=env)
 
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[LiveServer]:
     reuse = os.environ.get("RTSERVE_TEST_URL")
     if reuse:
-        _wait_healthy(reuse, None, None)
+        deadline = time.monotonic() + 60
+        while requests.get(f"{reuse}/health", timeout=2).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
         yield LiveServer(reuse, reuse.replace("http", "ws", 1), os.environ.get("RTSERVE_TEST_API_KEY"), None)
         return
-    ARTIFACTS.mkdir(exist_ok=True)
-    port = free_port()
-    log_path = ARTIFACTS / "server.log"
-    cmd = [
-        sys.executable, "-m", "http_api.cli", "serve",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--asr", "whisper-tiny.en,whisper-base",
-    ]  # fmt: skip
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    process = start_server(["--asr", "whisper-tiny.en,whisper-base"], "server.log")
     try:
-        _wait_healthy(url, proc, log_path)
-        yield LiveServer(url, f"ws://127.0.0.1:{port}", None, log_path)
+        yield LiveServer(process.base_url, process.base_url.replace("http", "ws", 1), None, process)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        process.stop()
 
 
 @pytest.fixture(scope="session")

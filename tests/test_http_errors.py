@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +14,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from tests.conftest import ARTIFACTS, ROOT, _wait_healthy, free_port
+from tests.conftest import start_server
 
 LLM = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -241,24 +239,13 @@ def test_good_upload_after_bad_ones(openai_client):
 @pytest.fixture(scope="module")
 def keyed_server() -> Iterator[str]:
     """A second, small server started with --api-key (ASR only, so it loads in seconds)."""
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "server-api-key.log"
-    cmd = [sys.executable, "-m", "http_api.cli", "serve", "--port", str(port), "--llm", "none",
-           "--asr", "whisper-tiny.en", "--api-key", "sk-test-key"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RTSERVE_API_KEY"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    args = ["--llm", "none", "--asr", "whisper-tiny.en", "--api-key", "sk-test-key"]
+    process = start_server(args, "server-api-key.log", env)
     try:
-        _wait_healthy(url, proc, log_path)
-        yield url
+        yield process.base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        process.stop()
 
 
 def test_api_key_required(keyed_server):

@@ -379,7 +379,9 @@ def test_int8_encoder_keeps_transcripts(whisper_cache: Path, tiny_runner: Whispe
         "Our neighbours are planning a trip to the mountains.",
     ]
     jobs = [WhisperJob(audio=synthesize(s)) for s in sentences]
-    bundle = load_whisper("whisper-tiny.en", whisper_cache, "cpu")  # a copy of its own: quantizing is in place
+    bundle = load_whisper(
+        "whisper-tiny.en", whisper_cache, "cpu"
+    )  # a copy of its own: quantizing is in place
     quantize_whisper_encoder_int8(bundle.model)
     dynamic_int8 = torch.ao.nn.quantized.dynamic.Linear
     assert isinstance(bundle.model.model.encoder.layers[0].fc1, dynamic_int8)
