@@ -4,7 +4,8 @@ The scheduler (engine/asr_scheduler.py, via engine/async_engine.py) calls, on th
     batch = runner.start(jobs)        # log-mel + encoder + decoder prompt, all jobs batched
     while not batch.done:
         outs = runner.step(batch)     # one decoder step for every unfinished row
-and may call start() again while other batches are mid-decode (each batch decodes independently).
+Batches started in different steps (other requests, other sessions) are joined with
+`runner.merge(batches)`, so every running row of a model advances in one decoder call per step.
 
 The encoder and decoder run on the weights of transformers' WhisperForConditionalGeneration but
 through the few lines below rather than its forward(): HF's encoder insists on 3000 mel frames
