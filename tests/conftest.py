@@ -54,6 +54,15 @@ def server() -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
+def http(server: LiveServer) -> requests.Session:
+    """requests with the server's API key, if it has one."""
+    session = requests.Session()
+    if server.api_key:
+        session.headers["Authorization"] = f"Bearer {server.api_key}"
+    return session
+
+
+@pytest.fixture(scope="session")
 def openai_client(server: LiveServer):
     import openai
 

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import math
 
-import pytest
-import requests
-
 LLM = "smollm2-135m-instruct"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def http(server) -> requests.Session:
-    """requests with the server's API key, if it has one."""
-    session = requests.Session()
-    if server.api_key:
-        session.headers["Authorization"] = f"Bearer {server.api_key}"
-    return session
 
 
 def greedy(openai_client, messages=FRANCE, **kwargs):

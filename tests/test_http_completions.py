@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import requests
 
 LLM = "smollm2-135m-instruct"
 PROMPT = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def http(server) -> requests.Session:
-    """requests with the server's API key, if it has one."""
-    session = requests.Session()
-    if server.api_key:
-        session.headers["Authorization"] = f"Bearer {server.api_key}"
-    return session
 
 
 def complete(openai_client, **kwargs):

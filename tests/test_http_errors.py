@@ -20,14 +20,6 @@ LLM = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
-@pytest.fixture(scope="module")
-def http(server) -> requests.Session:
-    session = requests.Session()
-    if server.api_key:
-        session.headers["Authorization"] = f"Bearer {server.api_key}"
-    return session
-
-
 def assert_error(
     response: requests.Response, status: int, param: str | None = None, code: str | None = None
 ) -> dict:

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
-import numpy as np
 import pytest
 
-from clients.realtime_client import chunks, pcm16_base64
+from tests import realtime_sdk
+from tests.realtime_sdk import send_audio
 from tests.speech import speech_with_pauses, wer
 
 QUESTION = "What is the capital of France?"
-
-
-async def send_audio(conn, audio: np.ndarray, rate: int = 24000, pace_s: float = 0.01) -> None:
-    for chunk in chunks(audio, rate, 100):
-        await conn.input_audio_buffer.append(audio=pcm16_base64(chunk))
-        await asyncio.sleep(pace_s)
-
-
-async def next_event(conn, *types: str, timeout: float = 180.0):
-    async def wait():
-        while True:
-            event = await conn.recv()
-            if event.type == "error":
-                raise AssertionError(f"server error: {event.error}")
-            if event.type in types:
-                return event
-
-    return await asyncio.wait_for(wait(), timeout)
+# Replies stream from the LLM after a transcription: give each event longer than a transcript alone.
+next_event = partial(realtime_sdk.next_event, timeout=180.0)
 
 
 async def collect_response(conn) -> tuple[list, object]:

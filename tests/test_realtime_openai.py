@@ -11,7 +11,8 @@ import pytest
 import websockets
 
 from audio.g711 import encode_pcma, encode_pcmu
-from clients.realtime_client import chunks, pcm16_base64
+from clients.realtime_client import chunks
+from tests.realtime_sdk import next_event, send_audio
 from tests.speech import speech_with_pauses, synthesize, wer
 
 MODEL = "whisper-tiny.en"
@@ -43,26 +44,6 @@ def transcription_session(rate: int = 24000, vad: bool = True, fmt: str = "audio
             }
         },
     }
-
-
-async def send_audio(conn, audio: np.ndarray, rate: int, pace_s: float = 0.01) -> None:
-    for chunk in chunks(audio, rate, 100):
-        await conn.input_audio_buffer.append(audio=pcm16_base64(chunk))
-        await asyncio.sleep(pace_s)
-
-
-async def next_event(conn, *types: str, timeout: float = 120.0):
-    """The next event of one of `types`; fails on an error event."""
-
-    async def wait():
-        while True:
-            event = await conn.recv()
-            if event.type == "error":
-                raise AssertionError(f"server error: {event.error}")
-            if event.type in types:
-                return event
-
-    return await asyncio.wait_for(wait(), timeout)
 
 
 @pytest.fixture
