@@ -186,12 +186,17 @@ async def run_level(url: str, n: int, utterances: list[Utterance], per_session: 
         finals += res.final_latencies
         words += res.word_latencies
         for k, text in enumerate(res.transcripts):
-            wers.append(word_error_rate(utterances[(i + k) % len(utterances)].text, text))
+            reference = utterances[(i + k) % len(utterances)].text
+            wers.append(word_error_rate(reference, text))
+            if wers[-1] > 0:
+                print(f"    session {i}: {text!r} for {reference!r} (WER {wers[-1]:.2f})", file=sys.stderr)
     return LevelResult(n, pct(finals, 50), pct(finals, 95), pct(words, 50), pct(words, 95), max(wers), errors)
 
 
-def start_server(model: str, max_asr_batch: int, threads: int | None, align_partials: bool) -> ServerProcess:
-    args = ["--model", model, "--max-asr-batch", str(max_asr_batch)]
+def start_server(
+    model: str, max_asr_batch: int, threads: int | None, align_partials: bool, asr_quantize: str
+) -> ServerProcess:
+    args = ["--model", model, "--max-asr-batch", str(max_asr_batch), "--asr-quantize", asr_quantize]
     if threads:
         args += ["--threads", str(threads)]
     if align_partials:
@@ -214,7 +219,10 @@ def serve(args: argparse.Namespace) -> None:
     from http_api.app_keys import ServerSettings
 
     logging.basicConfig(level=logging.WARNING)
-    config = EngineConfig(llm=None, asr=[args.model], max_asr_batch=args.max_asr_batch, threads=args.threads)
+    config = EngineConfig(
+        llm=None, asr=[args.model], max_asr_batch=args.max_asr_batch, threads=args.threads,
+        asr_quantize=args.asr_quantize,
+    )  # fmt: skip
     settings = ServerSettings(max_sessions=1024, max_buffered_audio_seconds=600.0)
     app = create_app(config, settings=settings)
     if args.align_partials:
@@ -262,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-asr-batch", type=int, default=16)
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--align-partials", action="store_true")
+        p.add_argument("--asr-quantize", choices=["none", "int8"], default="none")
         serve(p.parse_args(argv[1:]))
         return
     p = argparse.ArgumentParser(
@@ -275,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--threads", type=int, default=None, help="server torch threads")
     p.add_argument("--align-partials", action="store_true", help="start all sessions' partials on one clock")
+    p.add_argument(
+        "--asr-quantize", choices=["none", "int8"], default="none", help="both servers' Whisper encoder"
+    )
     p.add_argument("--url", help="bench a running server instead (one mode, as it is configured)")
     args = p.parse_args(argv)
     levels = [int(x) for x in args.sessions.split(",")]
@@ -290,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         summary["server"] = capacity(asyncio.run(ladder(ws_url, levels, utterances, args.utterances)))
     for mode in [m for m in args.modes.split(",") if m and not args.url]:
         print(f"{mode} (max_asr_batch={modes[mode]}):", flush=True)
-        server = start_server(args.model, modes[mode], args.threads, args.align_partials)
+        server = start_server(args.model, modes[mode], args.threads, args.align_partials, args.asr_quantize)
         try:
             ws_url = server.base_url.replace("http", "ws", 1)
             results = asyncio.run(ladder(ws_url, levels, utterances, args.utterances))

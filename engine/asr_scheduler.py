@@ -107,7 +107,8 @@ class ASRScheduler:
             job = WhisperJob(
                 audio=req.audio[start:end], language=req.language, task=req.task,
                 prompt=req.prompt if i == 0 else None, temperature=req.temperature,
-                encoder_context=req.encoder_context, with_timestamps=req.with_timestamps,
+                encoder_context=req.encoder_context, min_context_s=req.min_context_s,
+                with_timestamps=req.with_timestamps,
             )  # fmt: skip
             self.waiting[req.priority].append(WindowWork(task, i, job))
         self._update_stats()

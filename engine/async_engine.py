@@ -32,7 +32,7 @@ from engine.llm_runner import LLMRunner
 from engine.llm_scheduler import LLMScheduler
 from engine.models.llm_loader import load_llm
 from engine.models.paged_llama import PagedLlama
-from engine.models.quantize import quantize_llm_int8, quantize_whisper_encoder_int8
+from engine.models.quantize import quantize_llm_int8, quantize_whisper_int8
 from engine.request import (
     GenerationOutput,
     GenerationRequest,
@@ -103,7 +103,7 @@ class AsyncEngine:
             if config.asr_quantize == "int8":
                 if engine.device != "cpu":
                     raise ValueError("--asr-quantize int8 is a CPU option")
-                quantize_whisper_encoder_int8(bundle.model)  # before the runner reads its weights
+                quantize_whisper_int8(bundle.model)  # before the runner reads its weights
             engine._whisper[bundle.name] = WhisperRunner(bundle, engine.device)
             engine.asr_models[bundle.name] = ASRModelInfo(bundle.name, bundle.multilingual)
         return engine
@@ -331,7 +331,8 @@ class AsyncEngine:
         # Checked here, so one bad request is refused alone instead of failing its whole batch.
         self._whisper[request.model].validate_job(
             WhisperJob(audio=request.audio[:0], language=request.language, task=request.task,
-                       temperature=request.temperature, encoder_context=request.encoder_context)
+                       temperature=request.temperature, encoder_context=request.encoder_context,
+                       min_context_s=request.min_context_s)
         )  # fmt: skip
         outputs: asyncio.Queue[TranscriptionOutput | BaseException] = asyncio.Queue()
         task = make_task(request, outputs)

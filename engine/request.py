@@ -67,6 +67,7 @@ class TranscriptionRequest:
     # "full" pads every window to Whisper's 30 s; "trimmed" encodes only the audio there is
     # (plus a margin), which is what makes re-decoding live speech cheap on a CPU.
     encoder_context: Literal["full", "trimmed"] = "full"
+    min_context_s: float = 10.0  # with "trimmed": the least context encoded (see engine/whisper_runner.py)
     with_timestamps: bool = False
 
 

@@ -31,9 +31,11 @@ MAX_INITIAL_TIMESTAMP_S = 1.0
 TIME_PRECISION = 0.02  # seconds per timestamp token and per encoder position
 TRIM_GRANULARITY_S = 1.0
 # Trimmed context: encode the audio plus at least this much silence, and never less than
-# TRIM_MIN_S in all. Whisper only ever saw 30 s windows; below ~10 s of context it starts to
-# repeat the utterance or hallucinate after the speech ends (measured on piper speech: WER 0.16-0.23
-# at 0-6 s minimum, 0.057 from 10 s on, vs 0.026 with the full 30 s).
+# TRIM_MIN_S in all (a job may ask for another minimum). Whisper only ever saw 30 s windows; with
+# much less context, audio that holds several sentences and pauses gets repeated or hallucinated
+# text after the speech ends (piper speech: WER 0.16-0.23 at 0-6 s minimum, 0.057 from 10 s on,
+# 0.026 with the full 30 s). Single short utterances mostly do with less (16 of 0.5-7 s: WER 0.003
+# from a 2 s minimum up), but not all: "the train to Boston" becomes "the train debossed" at 6 s.
 TRIM_MARGIN_S = 1.0
 TRIM_MIN_S = 10.0
 KV_CHUNK = 64  # self-attention cache grows by this many positions at a time
@@ -50,6 +52,7 @@ class WhisperJob:
     prompt: str | None = None  # previous text, fed as <|startofprev|> context
     temperature: float = 0.0
     encoder_context: Literal["full", "trimmed"] = "full"
+    min_context_s: float = TRIM_MIN_S  # with "trimmed": the least context encoded
     with_timestamps: bool = False
     seed: int | None = None
 
@@ -103,7 +106,10 @@ class WhisperBatch:
     key_valid: torch.Tensor | None = None  # [B, capacity] False at left padding
     positions: torch.Tensor | None = None  # [B] position id of each row's next token
     length: int = 0  # filled cache columns
-    logits: torch.Tensor | None = None  # [B, V] next-token logits, pending sampling
+    # [B, d] final decoder state of each row's last token, pending sampling. Logits are made from it
+    # only when sampling, so rows merged from several batches share one pass over the vocabulary
+    # projection (at small batches that pass is most of a step's cost: it reads the whole matrix).
+    hidden: torch.Tensor | None = None
     last_tokens: list[int] = field(default_factory=list)  # tokens sampled by the last step, to feed next
 
     @property
@@ -168,7 +174,11 @@ class WhisperRunner:
         model = bundle.model.to(self.device).eval()
         self.encoder = model.model.encoder
         self.decoder = model.model.decoder
-        self.proj_out = model.proj_out.weight
+        head = model.proj_out
+        # fp32: a transposed copy, since MKL reads [d, V] about twice as fast as W.T at small batches;
+        # a quantized head (--asr-quantize int8) is called as the module it is.
+        self._head_t = head.weight.detach().T.contiguous() if isinstance(head, torch.nn.Linear) else None
+        self._head = head
         cfg = model.config
         self.d_model = cfg.d_model
         self.enc_heads = cfg.encoder_attention_heads
@@ -236,13 +246,15 @@ class WhisperRunner:
             raise ValueError("temperature must be a finite number >= 0")
         if job.encoder_context not in ("full", "trimmed"):
             raise ValueError(f"unknown encoder_context {job.encoder_context!r}")
+        if not 0 < job.min_context_s <= 30:
+            raise ValueError("min_context_s must be in (0, 30] seconds")
 
     def encoder_positions(self, job: WhisperJob) -> int:
         """Encoder positions the job needs: all 1500, or its audio (rounded up) plus a margin."""
         if job.encoder_context == "full":
             return self.max_source_positions
         seconds = len(job.audio) / SAMPLE_RATE + TRIM_MARGIN_S
-        seconds = max(TRIM_MIN_S, math.ceil(seconds / TRIM_GRANULARITY_S) * TRIM_GRANULARITY_S)
+        seconds = max(job.min_context_s, math.ceil(seconds / TRIM_GRANULARITY_S) * TRIM_GRANULARITY_S)
         positions = int(round(seconds / TIME_PRECISION))
         return max(1, min(self.max_source_positions, positions))
 
@@ -332,7 +344,9 @@ class WhisperRunner:
         return self.decoder.layer_norm(x[:, -1])
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.proj_out.T
+        if self._head_t is not None:
+            return hidden @ self._head_t
+        return self._head(hidden)
 
     def _new_cache(self, batch: int, capacity: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         shape = (batch, self.dec_heads, capacity, self.d_model // self.dec_heads)
@@ -433,7 +447,7 @@ class WhisperRunner:
         )  # fmt: skip
         batch.length = longest
         batch.positions = torch.tensor([len(row.prompt) for row in rows], device=self.device)
-        batch.logits = self._logits(hidden)
+        batch.hidden = hidden
 
     # ------------------------------------------------------------------ step
 
@@ -457,7 +471,7 @@ class WhisperRunner:
 
     def _sample_and_advance(self, batch: WhisperBatch) -> None:
         rows = [batch.rows[i] for i in batch.active]
-        logits = batch.logits.float()
+        logits = self._logits(batch.hidden).float()
         ts_mode = torch.tensor([int(row.job.with_timestamps) for row in rows], device=self.device)
         logits = logits + self.suppress_bias[ts_mode]
         first = [i for i, row in enumerate(rows) if not row.tokens]
@@ -537,7 +551,7 @@ class WhisperRunner:
         )  # fmt: skip
         batch.length = col + 1
         batch.positions = batch.positions + 1
-        batch.logits = self._logits(hidden)
+        batch.hidden = hidden
 
     @torch.inference_mode()
     def merge(self, batches: list[WhisperBatch]) -> tuple[WhisperBatch, list[list[int]]]:
@@ -587,7 +601,7 @@ class WhisperRunner:
         merged.cross_k, merged.cross_v = cross_k, cross_v
         merged.cross_valid = None if bool(cross_valid.all()) else cross_valid
         merged.positions = torch.cat([b.positions for b in live])
-        merged.logits = torch.cat([b.logits for b in live])
+        merged.hidden = torch.cat([b.hidden for b in live])
         # last_tokens only carry a sampled token to the forward pass within one step: nothing to keep.
         for b in live:
             self._release(b)
@@ -617,14 +631,14 @@ class WhisperRunner:
         if batch.cross_valid is not None:
             batch.cross_valid = batch.cross_valid[index]
         batch.positions = batch.positions[index]
-        batch.logits = batch.logits[index]
+        batch.hidden = batch.hidden[index]
         if batch.last_tokens:
             batch.last_tokens = [batch.last_tokens[pos] for pos in keep]
 
     def _release(self, batch: WhisperBatch) -> None:
         batch.active = []
         batch.self_k, batch.self_v, batch.cross_k, batch.cross_v = [], [], [], []
-        batch.key_valid = batch.positions = batch.logits = batch.cross_valid = None
+        batch.key_valid = batch.positions = batch.hidden = batch.cross_valid = None
 
     # ------------------------------------------------------------------ text
 

@@ -79,7 +79,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         "--asr-quantize",
         choices=["none", "int8"],
         default=defaults.asr_quantize,
-        help="int8: dynamic int8 Whisper encoder MLP (CPU; about 1.3x faster transcription, same WER measured)",
+        help="int8: dynamic int8 Whisper encoder MLP and vocabulary projection (CPU; faster, see the README)",
     )
     models.add_argument(
         "--cache-dir", type=Path, default=default_cache_dir(), help="converted weights live here"

@@ -76,7 +76,7 @@ class _Disconnected:
 Inbound = BaseModel | _Disconnected
 
 
-def make_decoder(engine: Any, config: SessionConfig) -> DecodeFn:
+def make_decoder(engine: Any, config: SessionConfig, streaming: StreamingSettings) -> DecodeFn:
     model, language = config.asr_model, config.language
 
     async def decode(audio, prompt: str | None, with_timestamps: bool, preview: bool) -> TranscriptionResult:
@@ -87,6 +87,9 @@ def make_decoder(engine: Any, config: SessionConfig) -> DecodeFn:
             prompt=prompt,
             priority=Priority.PREVIEW if preview else Priority.REALTIME,
             encoder_context="trimmed",
+            min_context_s=(
+                streaming.partial_min_encoder_context_s if preview else streaming.min_encoder_context_s
+            ),
             with_timestamps=with_timestamps,
         )
         result = None
@@ -158,7 +161,7 @@ class RealtimeSession:
             self.config,
             self._turn_mode(),
             self,
-            lambda cfg: make_decoder(engine, cfg),
+            lambda cfg: make_decoder(engine, cfg, streaming),
             streaming,
             lambda: engine_windows(engine),
             ticker,

@@ -73,8 +73,10 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
         return web.json_response(body, status=401)
     engine = _engine(app)
     limits = _limits(app)
+    # compress=False declines permessage-deflate: base64 PCM barely compresses, and inflating every
+    # audio frame of every session costs the event loop more than the bytes it saves.
     ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,), max_msg_size=limits.max_message_bytes, heartbeat=None
+        protocols=(SUBPROTOCOL,), max_msg_size=limits.max_message_bytes, heartbeat=None, compress=False
     )
     await ws.prepare(request)
     sessions = app[SESSIONS_KEY]

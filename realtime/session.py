@@ -50,6 +50,13 @@ class StreamingSettings:
     min_partial_audio_s: float = 1.0  # no partial decode of less audio than this
     max_window_s: float = 24.0  # past this the window slides (stable text is committed and dropped)
     prompt_chars: int = 400  # prior text fed to Whisper as its prompt
+    # Least Whisper encoder context per decode, in seconds (the turn's audio plus 1 s of silence when
+    # longer); the encoder's cost is proportional to it. Less than the default 10 s makes each decode
+    # cheaper on a CPU, but costs accuracy on some sentences ("the train to Boston" -> "the train
+    # debossed" at 6 s and below), and LocalAgreement cannot undo a misheard word two partials agreed
+    # on, so both stay at 10 s (see TRIM_MIN_S in engine/whisper_runner.py).
+    min_encoder_context_s: float = 10.0
+    partial_min_encoder_context_s: float = 10.0
     # Load shedding: no new partial while the engine already has this many Whisper windows queued or
     # decoding (finals are never skipped), so end-of-turn decodes do not queue behind partials.
     partial_max_engine_windows: int = 8

@@ -128,6 +128,37 @@ class ScriptedDecoder:
         return TranscriptionResult(text, "en", len(audio) / 16000, [seg], len(text.split()))
 
 
+async def test_partials_and_finals_use_their_own_encoder_context():
+    import numpy as np
+
+    from engine.request import Priority, TranscriptionOutput, TranscriptionRequest
+    from realtime.handler import make_decoder
+    from realtime.session import SessionConfig
+
+    seen: list[TranscriptionRequest] = []
+
+    class RecordingEngine:
+        async def transcribe(self, request: TranscriptionRequest):
+            seen.append(request)
+            yield TranscriptionOutput("hi", TranscriptionResult("hi", "en", 1.0, [], 1))
+
+    settings = StreamingSettings(min_encoder_context_s=8.0, partial_min_encoder_context_s=4.0)
+    decode = make_decoder(RecordingEngine(), SessionConfig(asr_model=MODEL), settings)
+    audio = np.zeros(16000, dtype=np.float32)
+    await decode(audio, None, False, True)
+    await decode(audio, None, False, False)
+    assert [r.priority for r in seen] == [Priority.PREVIEW, Priority.REALTIME]
+    assert all(r.encoder_context == "trimmed" for r in seen)
+    assert [r.min_context_s for r in seen] == [4.0, 8.0]
+
+
+async def test_server_declines_websocket_compression(server):
+    # Base64 PCM barely deflates; inflating every frame would cost the event loop for nothing.
+    async with websockets.connect(f"{server.ws_url}/v1/realtime", compression="deflate") as ws:
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        assert json.loads(await ws.recv())["type"] == "session.created"
+
+
 async def test_turn_deltas_concatenate_to_the_final_transcript():
     import numpy as np
 

@@ -150,7 +150,7 @@ def test_decoder_logits_match_transformers(tiny_runner: WhisperRunner) -> None:
         # Re-run our prefill on the same prompt.
         batch.rows[0].prompt = prompt
         tiny_runner._prefill(batch)
-        ours = batch.logits[0]
+        ours = tiny_runner._logits(batch.hidden)[0]
     assert torch.allclose(ours, ref, atol=3e-4), (ours - ref).abs().max()
 
 
@@ -234,6 +234,19 @@ def test_trimmed_batch_quality(tiny_runner: WhisperRunner) -> None:
     errors = [wer(ref, out.text) for ref, out in zip(SENTENCES, outs, strict=True)]
     # Trimmed context costs a little accuracy ("nine at half past six" -> "9.5 past 6"), never a loop.
     assert sum(errors) / len(errors) < 0.1 and max(errors) < 0.3, [o.text for o in outs]
+
+
+def test_trimmed_context_minimum_is_per_job(tiny_runner: WhisperRunner) -> None:
+    """A job may ask for another least context than the 10 s default."""
+    two_seconds = np.zeros(32000, dtype=np.float32)
+    positions = [
+        tiny_runner.encoder_positions(WhisperJob(two_seconds, encoder_context="trimmed", min_context_s=m))
+        for m in (10.0, 6.0, 3.0, 1.0)
+    ]
+    assert positions == [500, 300, 150, 150]  # 2 s of audio + 1 s margin = 3 s at least
+    for bad in (0.0, 31.0):
+        with pytest.raises(ValueError, match="min_context_s"):
+            tiny_runner.validate_job(WhisperJob(two_seconds, encoder_context="trimmed", min_context_s=bad))
 
 
 def test_streaming_text_grows(tiny_runner: WhisperRunner) -> None:
@@ -367,8 +380,9 @@ def test_merging_batches_mid_decode_changes_no_token(tiny_runner: WhisperRunner)
 
 
 def test_int8_encoder_keeps_transcripts(whisper_cache: Path, tiny_runner: WhisperRunner) -> None:
-    """--asr-quantize int8: the encoder's MLP runs int8 and the word error rate stays where fp32 has it."""
-    from engine.models.quantize import quantize_whisper_encoder_int8
+    """--asr-quantize int8: the encoder's MLP and the vocabulary projection run int8, and the word error
+    rate stays where fp32 has it."""
+    from engine.models.quantize import quantize_whisper_int8
 
     sentences = [
         "The weather was cold and windy all through the morning.",
@@ -382,9 +396,10 @@ def test_int8_encoder_keeps_transcripts(whisper_cache: Path, tiny_runner: Whispe
     bundle = load_whisper(
         "whisper-tiny.en", whisper_cache, "cpu"
     )  # a copy of its own: quantizing is in place
-    quantize_whisper_encoder_int8(bundle.model)
+    quantize_whisper_int8(bundle.model)
     dynamic_int8 = torch.ao.nn.quantized.dynamic.Linear
     assert isinstance(bundle.model.model.encoder.layers[0].fc1, dynamic_int8)
+    assert isinstance(bundle.model.proj_out, dynamic_int8)
     assert not isinstance(bundle.model.model.decoder.layers[0].fc1, dynamic_int8)
     fp32 = [wer(s, o.text) for s, o in zip(sentences, run(tiny_runner, jobs), strict=True)]
     int8 = [wer(s, o.text) for s, o in zip(sentences, run(WhisperRunner(bundle, "cpu"), jobs), strict=True)]
