@@ -285,7 +285,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="server torch threads")
     p.add_argument("--align-partials", action="store_true", help="start all sessions' partials on one clock")
     p.add_argument(
-        "--asr-quantize", choices=["none", "int8"], default="none", help="both servers' Whisper encoder"
+        "--asr-quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="both servers' Whisper (encoder MLP and vocabulary projection)",
     )
     p.add_argument("--url", help="bench a running server instead (one mode, as it is configured)")
     args = p.parse_args(argv)

@@ -55,6 +55,10 @@ class GenerationOutput:
     matched_stop: int | str | None = None  # the stop token id or stop string that ended it
 
 
+# The least Whisper encoder context of a "trimmed" decode, in seconds (why: engine/whisper_runner.py).
+TRIM_MIN_S = 10.0
+
+
 @dataclass
 class TranscriptionRequest:
     audio: np.ndarray  # float32 mono 16 kHz; any length (split into <= 30 s windows)
@@ -67,7 +71,7 @@ class TranscriptionRequest:
     # "full" pads every window to Whisper's 30 s; "trimmed" encodes only the audio there is
     # (plus a margin), which is what makes re-decoding live speech cheap on a CPU.
     encoder_context: Literal["full", "trimmed"] = "full"
-    min_context_s: float = 10.0  # with "trimmed": the least context encoded (see engine/whisper_runner.py)
+    min_context_s: float = TRIM_MIN_S  # with "trimmed": the least context encoded
     with_timestamps: bool = False
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from audio.features import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram, pad_batch
 from engine.models.whisper_loader import WhisperBundle
+from engine.request import TRIM_MIN_S
 
 MAX_NEW_TOKENS = 224
 MAX_PROMPT_TOKENS = 220  # previous-text tokens kept after <|startofprev|>
@@ -37,7 +38,6 @@ TRIM_GRANULARITY_S = 1.0
 # 0.026 with the full 30 s). Single short utterances mostly do with less (16 of 0.5-7 s: WER 0.003
 # from a 2 s minimum up), but not all: "the train to Boston" becomes "the train debossed" at 6 s.
 TRIM_MARGIN_S = 1.0
-TRIM_MIN_S = 10.0
 KV_CHUNK = 64  # self-attention cache grows by this many positions at a time
 NEG_INF = float("-inf")
 
@@ -175,9 +175,10 @@ class WhisperRunner:
         self.encoder = model.model.encoder
         self.decoder = model.model.decoder
         head = model.proj_out
-        # fp32: a transposed copy, since MKL reads [d, V] about twice as fast as W.T at small batches;
-        # a quantized head (--asr-quantize int8) is called as the module it is.
-        self._head_t = head.weight.detach().T.contiguous() if isinstance(head, torch.nn.Linear) else None
+        # fp32 on a CPU: a transposed copy, since MKL reads [d, V] about twice as fast as W.T at small
+        # batches; otherwise (a GPU, or the int8 head of --asr-quantize) the module is called as it is.
+        fp32_cpu = isinstance(head, torch.nn.Linear) and self.device.type == "cpu"
+        self._head_t = head.weight.detach().T.contiguous() if fp32_cpu else None
         self._head = head
         cfg = model.config
         self.d_model = cfg.d_model

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from audio.vad import VadParams
+from engine.request import TRIM_MIN_S
 from realtime.protocol_openai import SessionConfig as OpenAISessionConfig
 from realtime.protocol_openai import unsupported_fields
 
@@ -54,9 +55,9 @@ class StreamingSettings:
     # longer); the encoder's cost is proportional to it. Less than the default 10 s makes each decode
     # cheaper on a CPU, but costs accuracy on some sentences ("the train to Boston" -> "the train
     # debossed" at 6 s and below), and LocalAgreement cannot undo a misheard word two partials agreed
-    # on, so both stay at 10 s (see TRIM_MIN_S in engine/whisper_runner.py).
-    min_encoder_context_s: float = 10.0
-    partial_min_encoder_context_s: float = 10.0
+    # on, so both stay at the engine's default (see TRIM_MIN_S in engine/whisper_runner.py).
+    min_encoder_context_s: float = TRIM_MIN_S
+    partial_min_encoder_context_s: float = TRIM_MIN_S
     # Load shedding: no new partial while the engine already has this many Whisper windows queued or
     # decoding (finals are never skipped), so end-of-turn decodes do not queue behind partials.
     partial_max_engine_windows: int = 8
