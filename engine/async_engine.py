@@ -80,8 +80,11 @@ class AsyncEngine:
         self._llm_runner: LLMRunner | None = None
         self._llm_scheduler: LLMScheduler | None = None
         self._whisper: dict[str, WhisperRunner] = {}
-        max_encode = config.max_asr_encode or (4 if self.device == "cpu" else config.max_asr_batch)
-        self._asr_scheduler = ASRScheduler(config.max_asr_batch, self.stats_, max_encode)
+        on_cpu = self.device == "cpu"
+        max_encode = config.max_asr_encode or (1 if on_cpu else config.max_asr_batch)
+        self._asr_scheduler = ASRScheduler(
+            config.max_asr_batch, self.stats_, max_encode, realtime_runs_alone=on_cpu
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -332,7 +335,7 @@ class AsyncEngine:
         self._whisper[request.model].validate_job(
             WhisperJob(audio=request.audio[:0], language=request.language, task=request.task,
                        temperature=request.temperature, encoder_context=request.encoder_context,
-                       min_context_s=request.min_context_s)
+                       min_context_s=request.min_context_s, draft_tokens=request.draft_tokens)
         )  # fmt: skip
         outputs: asyncio.Queue[TranscriptionOutput | BaseException] = asyncio.Queue()
         task = make_task(request, outputs)

@@ -27,7 +27,7 @@ class EngineConfig:
     max_prefill_tokens: int = 2048  # prompt tokens prefilled in one step
     max_asr_batch: int = 16  # Whisper windows in flight (encoded/decoded together) at once
     max_asr_encode: int | None = (
-        None  # Whisper windows encoded in one step; None: 4 on CPU, max_asr_batch on GPU
+        None  # Whisper windows encoded in one step; None: 1 on CPU, max_asr_batch on GPU
     )
     cache_dir: Path = field(default_factory=default_cache_dir)
     threads: int | None = None  # torch intra-op threads; None = all cores

@@ -73,6 +73,9 @@ class TranscriptionRequest:
     encoder_context: Literal["full", "trimmed"] = "full"
     min_context_s: float = TRIM_MIN_S  # with "trimmed": the least context encoded
     with_timestamps: bool = False
+    # Text tokens the decode likely starts with (a live turn's previous hypothesis): verified in one
+    # pass instead of decoded token by token. The result is the same; see WhisperJob.draft_tokens.
+    draft_tokens: list[int] | None = None
 
 
 @dataclass

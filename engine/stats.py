@@ -28,6 +28,8 @@ class EngineStats:
     asr_multi_request_batches: int = 0  # batches that mixed windows of 2+ requests/sessions
     asr_windows_total: int = 0
     asr_requests_finished: int = 0
+    asr_draft_tokens: int = 0  # draft tokens verified (live turns' previous hypotheses)
+    asr_draft_accepted: int = 0  # of those, kept: decoder steps saved
     # Steps
     steps_total: int = 0
     started_at: float = field(default_factory=time.time)

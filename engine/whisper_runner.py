@@ -1,9 +1,10 @@
 """Batched Whisper encode/decode.
 
 The scheduler (engine/asr_scheduler.py, via engine/async_engine.py) calls, on the inference thread:
-    batch = runner.start(jobs)        # log-mel + encoder + decoder prompt, all jobs batched
-    while not batch.done:
-        outs = runner.step(batch)     # one decoder step for every unfinished row
+    batch = runner.start(jobs)        # log-mel + encoder + decoder prompt (+ drafts), all jobs batched
+    outs = runner.step(batch)         # one decoder step for every unfinished row; the outputs of all
+    while not batch.done:             # (a row whose draft was accepted whole is done at start)
+        outs = runner.step(batch)
 Batches started in different steps (other requests, other sessions) are joined with
 `runner.merge(batches)`, so every running row of a model advances in one decoder call per step.
 
@@ -55,6 +56,11 @@ class WhisperJob:
     min_context_s: float = TRIM_MIN_S  # with "trimmed": the least context encoded
     with_timestamps: bool = False
     seed: int | None = None
+    # Text tokens the decode is expected to start with, e.g. the previous decode of the same growing
+    # audio. Verified in the prefill pass: greedy decoding keeps the longest prefix it agrees with, so
+    # the text is the same as without a draft and fewer decoder steps run. Ignored when sampling
+    # (temperature > 0) or with timestamps.
+    draft_tokens: list[int] | None = None
 
 
 @dataclass
@@ -74,6 +80,8 @@ class WhisperRowOutput:
     language: str = "en"
     num_tokens: int = 0  # generated tokens so far
     segments: list[WhisperSegment] = field(default_factory=list)  # set when finished
+    draft_tokens: int = 0  # draft tokens verified (its closing EOT included)
+    draft_accepted: int = 0  # of those, kept: decoder steps saved
 
 
 @dataclass
@@ -85,6 +93,8 @@ class _Row:
     max_new_tokens: int
     max_timestamp: int  # last allowed timestamp token index (the encoded span)
     tokens: list[int] = field(default_factory=list)  # generated, without EOT
+    draft: list[int] = field(default_factory=list)  # to verify at prefill; ends with EOT
+    draft_accepted: int = 0
     text: str = ""
     finished: bool = False
     generator: torch.Generator | None = None
@@ -249,6 +259,8 @@ class WhisperRunner:
             raise ValueError(f"unknown encoder_context {job.encoder_context!r}")
         if not 0 < job.min_context_s <= 30:
             raise ValueError("min_context_s must be in (0, 30] seconds")
+        if job.draft_tokens and not all(0 <= t < b.eot_id for t in job.draft_tokens):
+            raise ValueError("draft_tokens must be text token ids")
 
     def encoder_positions(self, job: WhisperJob) -> int:
         """Encoder positions the job needs: all 1500, or its audio (rounded up) plus a margin."""
@@ -318,7 +330,7 @@ class WhisperRunner:
     ) -> torch.Tensor:
         """Run the decoder on S new tokens per row, writing their keys/values into the caches.
 
-        Returns the final hidden state of each row's last token: [B, d].
+        Returns the final hidden state of every new token: [B, S, d].
         """
         batch, steps = tokens.shape
         heads, head_dim = self.dec_heads, self.d_model // self.dec_heads
@@ -342,7 +354,7 @@ class WhisperRunner:
             a = F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], attn_mask=cross_mask)
             x = x + layer.out2(a.transpose(1, 2).reshape(batch, steps, self.d_model))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.ln3(x))))
-        return self.decoder.layer_norm(x[:, -1])
+        return self.decoder.layer_norm(x)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self._head_t is not None:
@@ -381,14 +393,16 @@ class WhisperRunner:
             if job.temperature > 0:
                 generator = torch.Generator(device=self.device)
                 generator.manual_seed(job.seed if job.seed is not None else int(torch.seed() % 2**63))
+            max_new_tokens = min(MAX_NEW_TOKENS, self.max_positions - len(prompt))
             rows.append(
                 _Row(
                     job=job,
                     duration=len(audio) / SAMPLE_RATE,
                     language=language,
                     prompt=prompt,
-                    max_new_tokens=min(MAX_NEW_TOKENS, self.max_positions - len(prompt)),
+                    max_new_tokens=max_new_tokens,
                     max_timestamp=min(positions, round(30.0 / TIME_PRECISION)),
+                    draft=self._draft(job, max_new_tokens),
                     generator=generator,
                 )
             )
@@ -396,6 +410,11 @@ class WhisperRunner:
         batch.cross_k, batch.cross_v = cross_k, cross_v
         self._prefill(batch)
         return batch
+
+    def _draft(self, job: WhisperJob, max_new_tokens: int) -> list[int]:
+        if not job.draft_tokens or job.temperature > 0 or job.with_timestamps:
+            return []
+        return [*job.draft_tokens[: max_new_tokens - 1], self.bundle.eot_id]
 
     def _languages(
         self, jobs: list[WhisperJob], cross_k: list[torch.Tensor], cross_v: list[torch.Tensor]
@@ -416,21 +435,23 @@ class WhisperRunner:
                 tokens, zeros, mask, keys, values, 0,
                 [k[index] for k in cross_k], [v[index] for v in cross_v],
             )  # fmt: skip
-            best = self._logits(hidden)[:, self.lang_ids].argmax(dim=-1)
+            best = self._logits(hidden[:, -1])[:, self.lang_ids].argmax(dim=-1)
             for row, choice in zip(detect, best.tolist(), strict=True):
                 languages[row] = b.id_to_lang[int(self.lang_ids[choice])]
         return languages
 
     def _prefill(self, batch: WhisperBatch) -> None:
+        """Run every row's prompt, and its draft after it, through the decoder in one pass."""
         rows = batch.rows
-        longest = max(len(row.prompt) for row in rows)
+        sequences = [row.prompt + row.draft for row in rows]
+        longest = max(len(seq) for seq in sequences)
         count = len(rows)
         tokens = torch.full((count, longest), self.bundle.eot_id, dtype=torch.long)
         valid = torch.zeros(count, longest, dtype=torch.bool)
         pads = []
-        for i, row in enumerate(rows):
-            pad = longest - len(row.prompt)  # left padding: every row's next token lands in the same column
-            tokens[i, pad:] = torch.tensor(row.prompt)
+        for i, seq in enumerate(sequences):
+            pad = longest - len(seq)  # left padding: every row's next token lands in the same column
+            tokens[i, pad:] = torch.tensor(seq)
             valid[i, pad:] = True
             pads.append(pad)
         pad_t = torch.tensor(pads)
@@ -447,8 +468,42 @@ class WhisperRunner:
             batch.self_k, batch.self_v, 0, batch.cross_k, batch.cross_v,
         )  # fmt: skip
         batch.length = longest
-        batch.positions = torch.tensor([len(row.prompt) for row in rows], device=self.device)
-        batch.hidden = hidden
+        batch.positions = torch.tensor([len(seq) for seq in sequences], device=self.device)
+        batch.hidden = hidden[:, -1]
+        if any(row.draft for row in rows):
+            self._verify_drafts(batch, hidden)
+
+    def _verify_drafts(self, batch: WhisperBatch, hidden: torch.Tensor) -> None:
+        """Keep each draft's longest prefix that greedy decoding agrees with; forget the rest.
+
+        Rejected draft tokens stay in their cache columns but are masked out, and the row's next
+        position follows its last kept token, so the next step goes on as if only they had been fed.
+        """
+        drafted = [i for i, row in enumerate(batch.rows) if row.draft]
+        # The state before draft token j predicts it: the prompt's last token, then the draft's own.
+        spans = [hidden[i, -len(batch.rows[i].draft) - 1 : -1] for i in drafted]
+        logits = self._logits(torch.cat(spans)).float() + self.suppress_bias[0]
+        choices = logits.split([span.shape[0] for span in spans])
+        assert batch.key_valid is not None and batch.positions is not None and batch.hidden is not None
+        batch.hidden = batch.hidden.clone()  # a view into `hidden` until now
+        for i, row_logits in zip(drafted, choices, strict=True):
+            row = batch.rows[i]
+            row_logits[0, self.begin_suppress] = NEG_INF
+            greedy = row_logits.argmax(dim=-1).tolist()
+            for proposed, chosen in zip(row.draft, greedy, strict=True):
+                if proposed != chosen or row.finished:
+                    break
+                self._accept(row, proposed)
+                row.draft_accepted += 1
+            kept, rejected = row.draft_accepted, len(row.draft) - row.draft_accepted
+            if rejected:
+                batch.key_valid[i, batch.length - rejected : batch.length] = False
+                batch.positions[i] -= rejected
+                batch.hidden[i] = hidden[i, -rejected - 1]
+            if row.finished:
+                row.output = self._finish_output(row)
+            elif kept:
+                self._update_text(row)
 
     # ------------------------------------------------------------------ step
 
@@ -486,23 +541,26 @@ class WhisperRunner:
             if row.job.temperature > 0:
                 probs = torch.softmax(logits[i] / row.job.temperature, dim=-1)
                 chosen[i] = int(torch.multinomial(probs, 1, generator=row.generator))
-        eot = self.bundle.eot_id
         for row, token in zip(rows, chosen, strict=True):
-            if token == eot:
-                row.finished = True
-            else:
-                row.tokens.append(token)
-                cut = repetition_cut(self._text_tokens(row.tokens))
-                if cut is not None:
-                    self._truncate_text_tokens(row, cut)
-                    row.finished = True
-                elif len(row.tokens) >= row.max_new_tokens:
-                    row.finished = True
+            self._accept(row, token)
             if row.finished:
                 row.output = self._finish_output(row)
             else:
                 self._update_text(row)
         batch.last_tokens = chosen
+
+    def _accept(self, row: _Row, token: int) -> None:
+        """Append a decoded token; EOT, a repetition loop or the token limit finish the row."""
+        if token == self.bundle.eot_id:
+            row.finished = True
+            return
+        row.tokens.append(token)
+        cut = repetition_cut(self._text_tokens(row.tokens))
+        if cut is not None:
+            self._truncate_text_tokens(row, cut)
+            row.finished = True
+        elif len(row.tokens) >= row.max_new_tokens:
+            row.finished = True
 
     def _apply_timestamp_rules(self, logits: torch.Tensor, rows: list[_Row], ts_rows: list[int]) -> None:
         """Whisper's ApplyTimestampRules: timestamps come in increasing pairs and win when likelier than text."""
@@ -552,7 +610,7 @@ class WhisperRunner:
         )  # fmt: skip
         batch.length = col + 1
         batch.positions = batch.positions + 1
-        batch.hidden = hidden
+        batch.hidden = hidden[:, -1]
 
     @torch.inference_mode()
     def merge(self, batches: list[WhisperBatch]) -> tuple[WhisperBatch, list[list[int]]]:
@@ -704,6 +762,8 @@ class WhisperRunner:
             language=row.language,
             num_tokens=len(row.tokens),
             segments=self._segments(row),
+            draft_tokens=len(row.draft),
+            draft_accepted=row.draft_accepted,
         )
 
     def _output(self, row: _Row) -> WhisperRowOutput:

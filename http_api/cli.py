@@ -98,6 +98,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--max-asr-batch", type=positive_int, default=defaults.max_asr_batch,
                         help="most Whisper windows in flight at once, batched together across all requests and "
                              "sessions (1 turns cross-request batching off)")  # fmt: skip
+    engine.add_argument("--max-asr-encode", type=positive_int, default=defaults.max_asr_encode,
+                        help="most Whisper windows started (encoded) in one engine step; default: 1 on a "
+                             "CPU, where an encoder batch costs the sum of its windows, else --max-asr-batch")  # fmt: skip
 
     realtime = p.add_argument_group("realtime sessions (/v1/realtime)")
     realtime.add_argument("--max-sessions", type=positive_int, default=limits.max_sessions,
@@ -131,6 +134,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_model_len=args.max_model_len,
         kv_cache_tokens=args.kv_cache_tokens,
         max_asr_batch=args.max_asr_batch,
+        max_asr_encode=args.max_asr_encode,
         cache_dir=args.cache_dir,
         threads=args.threads,
     )

@@ -39,6 +39,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("asr_multi_request_batches_total", "counter", "Whisper batches mixing 2+ requests", "asr_multi_request_batches"),
     Metric("asr_windows_total", "counter", "Whisper windows decoded", "asr_windows_total"),
     Metric("asr_requests_finished_total", "counter", "Transcriptions finished", "asr_requests_finished"),
+    Metric("asr_draft_tokens_total", "counter", "Whisper draft tokens verified (previous live hypotheses)", "asr_draft_tokens"),
+    Metric("asr_draft_accepted_total", "counter", "Whisper draft tokens kept: decoder steps saved", "asr_draft_accepted"),
     Metric("engine_steps_total", "counter", "Engine steps run", "steps_total"),
 )  # fmt: skip
 

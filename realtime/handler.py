@@ -79,7 +79,9 @@ Inbound = BaseModel | _Disconnected
 def make_decoder(engine: Any, config: SessionConfig, streaming: StreamingSettings) -> DecodeFn:
     model, language = config.asr_model, config.language
 
-    async def decode(audio, prompt: str | None, with_timestamps: bool, preview: bool) -> TranscriptionResult:
+    async def decode(
+        audio, prompt: str | None, with_timestamps: bool, preview: bool, draft: list[int] | None
+    ) -> TranscriptionResult:
         request = TranscriptionRequest(
             audio=audio,
             model=model,
@@ -91,6 +93,7 @@ def make_decoder(engine: Any, config: SessionConfig, streaming: StreamingSetting
                 streaming.partial_min_encoder_context_s if preview else streaming.min_encoder_context_s
             ),
             with_timestamps=with_timestamps,
+            draft_tokens=draft,
         )
         result = None
         async for out in engine.transcribe(request):

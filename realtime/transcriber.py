@@ -20,9 +20,10 @@ from realtime.session import StreamingSettings
 
 SAMPLE_RATE = 16000
 
-# (audio, prompt, with_timestamps) -> result. Cancelling the awaitable aborts the engine request.
-# (audio, prompt, with_timestamps, preview): preview decodes yield to end-of-turn ones in the engine.
-DecodeFn = Callable[[np.ndarray, str | None, bool, bool], Awaitable[TranscriptionResult]]
+# (audio, prompt, with_timestamps, preview, draft) -> result. Cancelling the awaitable aborts the
+# engine request. Preview decodes yield to end-of-turn ones in the engine; draft is the previous
+# hypothesis's tokens, which the engine verifies in one pass instead of decoding them again.
+DecodeFn = Callable[[np.ndarray, str | None, bool, bool, list[int] | None], Awaitable[TranscriptionResult]]
 
 _PUNCT = re.compile(r"[^\w']+")
 
@@ -31,6 +32,12 @@ def hypothesis_words(result: TranscriptionResult) -> list[str]:
     """The decoded words. Segments are preferred: they are cut after repetition loops are removed."""
     text = " ".join(seg.text for seg in result.segments) if result.segments else result.text
     return text.split()
+
+
+def hypothesis_tokens(result: TranscriptionResult) -> list[int] | None:
+    """A decode's text tokens, as the draft for the next decode of the same (grown) audio."""
+    tokens = [t for seg in result.segments for t in seg.tokens]
+    return tokens or None
 
 
 def normalize_word(word: str) -> str:
@@ -107,6 +114,7 @@ class TurnTranscriber:
         self.words: list[str] = []  # every word emitted for this turn
         self.slid_words: list[str] = []  # words whose audio slid out of the window
         self.decoded_tokens = 0
+        self._draft: list[int] | None = None  # the last decode of this window, for the next one
 
     # ---- audio ----
 
@@ -161,10 +169,11 @@ class TurnTranscriber:
         audio = self.window_audio()
         window_start = self.window_start
         slide = len(audio) >= self.settings.max_window_s * SAMPLE_RATE
-        result = await self.decode(audio, self._prompt(), slide, True)
+        result = await self.decode(audio, self._prompt(), slide, True, None if slide else self._draft)
         self.decoded_tokens += result.tokens
         if window_start != self.window_start:
             return TurnOutput("", self.transcript)  # the window moved while we decoded: stale
+        self._draft = None if slide else hypothesis_tokens(result)
         hypothesis = hypothesis_words(result)
         new = self.agreement.update(hypothesis)
         delta = self._emit(new)
@@ -177,7 +186,7 @@ class TurnTranscriber:
         audio = self.window_audio()
         if len(audio) == 0:
             return TurnOutput("", self.transcript)
-        result = await self.decode(audio, self._prompt(), False, False)
+        result = await self.decode(audio, self._prompt(), False, False, self._draft)
         self.decoded_tokens += result.tokens
         delta = self._emit(self.agreement.rest(hypothesis_words(result)))
         return TurnOutput(delta, self.transcript)

@@ -7,6 +7,7 @@ Set RTSERVE_TEST_URL=http://127.0.0.1:PORT to reuse a server you already started
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ class LiveServer:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.process.log_tail(chars) if self.process else ""
+
+
+def metric(text: str, name: str) -> float:
+    """One value from a /metrics page."""
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} missing from /metrics"
+    return float(match.group(1))
 
 
 def start_server(args: list[str], log_name: str, env: dict[str, str] | None = None) -> ServerProcess:

@@ -90,3 +90,41 @@ def test_aborted_window_anywhere_in_the_queue_is_dropped():
     work = scheduler.schedule()
     assert [w.task for w in work.new_groups[0].windows] == [tasks[0]]
     assert [w.task for q in scheduler.waiting.values() for w in q] == [tasks[1]]
+
+
+@pytest.mark.parametrize("realtime_runs_alone", [True, False])
+def test_a_final_decode_runs_alone_on_cpu(realtime_runs_alone):
+    """With realtime_runs_alone (the CPU default), a REALTIME window starts in a group of its own and
+    nothing new starts until it is done; groups in flight go on decoding beside it."""
+    from engine.asr_scheduler import ASRScheduler, make_task
+    from engine.request import Priority
+    from engine.stats import EngineStats
+    from engine.whisper_runner import WhisperRowOutput
+
+    scheduler = ASRScheduler(16, EngineStats(), max_encode=1, realtime_runs_alone=realtime_runs_alone)
+    audio = np.zeros(16000, dtype=np.float32)
+
+    def add(priority: Priority):
+        task = make_task(TranscriptionRequest(audio, "whisper-tiny.en", priority=priority), asyncio.Queue())
+        scheduler.add(task)
+        return task
+
+    preview = add(Priority.PREVIEW)
+    assert [w.task for w in scheduler.schedule().new_groups[0].windows] == [preview]
+    final = add(Priority.REALTIME)
+    later = [add(Priority.PREVIEW), add(Priority.BATCH), add(Priority.REALTIME)]
+    work = scheduler.schedule()
+    assert [w.task for w in work.new_groups[0].windows] == [final]  # ahead of the preview in flight
+    assert [w.task for g in work.running_groups for w in g.windows] == [preview]  # still decoding
+    final_group = work.new_groups[0]
+
+    work = scheduler.schedule()
+    started = [w.task for g in work.new_groups for w in g.windows]
+    assert started == ([] if realtime_runs_alone else [later[2]])
+    if realtime_runs_alone:
+        scheduler.postprocess(final_group, [WhisperRowOutput(text="done", finished=True)])
+        work = scheduler.schedule()
+        assert [w.task for w in work.new_groups[0].windows] == [later[2]]  # REALTIME first, then the rest
+        scheduler.postprocess(work.new_groups[0], [WhisperRowOutput(text="done", finished=True)])
+        work = scheduler.schedule()
+        assert [w.task for w in work.new_groups[0].windows] == [later[0]]

@@ -4,11 +4,11 @@ decodes together (GET /metrics shows Whisper batches that mixed requests of seve
 from __future__ import annotations
 
 import asyncio
-import re
 
 import requests
 
 from clients.realtime_client import Printer, run_openai, run_vllm
+from tests.conftest import metric
 from tests.speech import speech_with_pauses, synthesize, wer
 
 SESSIONS = 8
@@ -22,12 +22,6 @@ SENTENCES = [
     "We planted tomatoes and beans in the garden.",
     "The library is open until six on Saturdays.",
 ]
-
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
 
 
 async def test_eight_sessions_stream_at_once(server):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+import requests
 import websockets
 
 from clients.realtime_client import chunks, pcm16_base64
 from engine.request import TranscriptionResult, TranscriptSegment
 from realtime.session import StreamingSettings
 from realtime.transcriber import LocalAgreement, TurnTranscriber
+from tests.conftest import metric
 from tests.speech import synthesize, wer
 
 MODEL = "whisper-tiny.en"
@@ -83,6 +85,7 @@ async def test_vllm_long_continuous_speech_slides_the_window(server):
     """Over 30 s without a pause: stable text is committed and the window slides; nothing is lost."""
     audio = synthesize(LONG_TEXT)
     assert len(audio) / 16000 > 30
+    before = requests.get(f"{server.base_url}/metrics", timeout=10).text
     async with websockets.connect(f"{server.ws_url}/v1/realtime", max_size=None) as ws:
         await recv_json(ws)
         await ws.send(json.dumps({"type": "session.update", "model": MODEL}))
@@ -90,6 +93,13 @@ async def test_vllm_long_continuous_speech_slides_the_window(server):
     assert done["text"] == "".join(deltas)
     assert len(deltas) > 3  # partial text arrived while the audio was streaming
     assert wer(LONG_TEXT, done["text"]) < 0.15, done["text"]
+    # Each re-decode of the growing window starts from the previous hypothesis, and keeps most of it.
+    after = requests.get(f"{server.base_url}/metrics", timeout=10).text
+    drafted, kept = (
+        metric(after, name) - metric(before, name)
+        for name in ("rtserve_asr_draft_tokens_total", "rtserve_asr_draft_accepted_total")
+    )
+    assert drafted > 0 and kept > drafted / 2, (kept, drafted)
 
 
 # ---- streaming logic, in process ----
@@ -114,17 +124,23 @@ def test_local_agreement_rest_aligns_a_reworded_prefix():
     assert la.rest("hi there my friend how are you".split()) == ["how", "are", "you"]
 
 
+def scripted_tokens(text: str) -> list[int]:
+    return [sum(map(ord, word)) for word in text.split()]
+
+
 class ScriptedDecoder:
     """Returns successive scripted hypotheses, recording the prompts it got."""
 
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
         self.calls: list[tuple[int, str | None, bool]] = []
+        self.drafts: list[list[int] | None] = []
 
-    async def __call__(self, audio, prompt, with_timestamps, preview) -> TranscriptionResult:
+    async def __call__(self, audio, prompt, with_timestamps, preview, draft) -> TranscriptionResult:
         self.calls.append((len(audio), prompt, with_timestamps))
+        self.drafts.append(draft)
         text = self.texts[min(len(self.calls) - 1, len(self.texts) - 1)]
-        seg = TranscriptSegment(0, 0.0, len(audio) / 16000, text)
+        seg = TranscriptSegment(0, 0.0, len(audio) / 16000, text, scripted_tokens(text))
         return TranscriptionResult(text, "en", len(audio) / 16000, [seg], len(text.split()))
 
 
@@ -145,11 +161,12 @@ async def test_partials_and_finals_use_their_own_encoder_context():
     settings = StreamingSettings(min_encoder_context_s=8.0, partial_min_encoder_context_s=4.0)
     decode = make_decoder(RecordingEngine(), SessionConfig(asr_model=MODEL), settings)
     audio = np.zeros(16000, dtype=np.float32)
-    await decode(audio, None, False, True)
-    await decode(audio, None, False, False)
+    await decode(audio, None, False, True, None)
+    await decode(audio, None, False, False, [11, 12])
     assert [r.priority for r in seen] == [Priority.PREVIEW, Priority.REALTIME]
     assert all(r.encoder_context == "trimmed" for r in seen)
     assert [r.min_context_s for r in seen] == [4.0, 8.0]
+    assert [r.draft_tokens for r in seen] == [None, [11, 12]]
 
 
 async def test_server_declines_websocket_compression(server):
@@ -175,3 +192,5 @@ async def test_turn_deltas_concatenate_to_the_final_transcript():
     assert deltas == ["", "one two", "", " three four five six"]
     assert "".join(deltas) == final.transcript == "one two three four five six"
     assert all(prompt == "earlier words" for _, prompt, _ in decoder.calls)
+    # Each decode of the growing turn is drafted with the one before it.
+    assert decoder.drafts == [None] + [scripted_tokens(text) for text in decoder.texts[:3]]

@@ -94,7 +94,7 @@ def full_features(audios: list[np.ndarray]) -> torch.Tensor:
 
 def run(runner: WhisperRunner, jobs: list[WhisperJob]) -> list[WhisperRowOutput]:
     batch = runner.start(jobs)
-    outs: list[WhisperRowOutput] = []
+    outs = runner.step(batch)  # at least once: a row whose draft was accepted whole is done at start
     while not batch.done:
         outs = runner.step(batch)
     return outs
@@ -247,6 +247,59 @@ def test_trimmed_context_minimum_is_per_job(tiny_runner: WhisperRunner) -> None:
     for bad in (0.0, 31.0):
         with pytest.raises(ValueError, match="min_context_s"):
             tiny_runner.validate_job(WhisperJob(two_seconds, encoder_context="trimmed", min_context_s=bad))
+
+
+def decode_counting_steps(runner: WhisperRunner, job: WhisperJob) -> tuple[WhisperRowOutput, int]:
+    batch = runner.start([job])
+    out, steps = runner.step(batch)[0], 1  # the engine steps every batch it starts at least once
+    while not batch.done:
+        out = runner.step(batch)[0]
+        steps += 1
+    return out, steps
+
+
+def test_draft_is_verified_not_trusted(tiny_runner: WhisperRunner) -> None:
+    """A draft (the previous hypothesis of a growing turn) saves decoder steps and changes no token."""
+    full = synthesize("The train to Boston leaves at nine o'clock from platform four.")
+    early_job = WhisperJob(full[: len(full) * 6 // 10], encoder_context="trimmed", prompt="Good morning.")
+    early = run(tiny_runner, [early_job])[0]
+    plain, plain_steps = decode_counting_steps(
+        tiny_runner, WhisperJob(full, encoder_context="trimmed", prompt="Good morning.")
+    )
+    assert "Boston" in plain.text and plain.draft_tokens == 0
+
+    drafts = {
+        "previous hypothesis": early.segments[0].tokens,
+        "the same decode": plain.segments[0].tokens,
+        "wrong after two tokens": plain.segments[0].tokens[:2] + [400, 500, 600],
+    }
+    accepted: dict[str, int] = {}
+    for name, draft in drafts.items():
+        job = WhisperJob(full, encoder_context="trimmed", prompt="Good morning.", draft_tokens=draft)
+        out, steps = decode_counting_steps(tiny_runner, job)
+        assert out.text == plain.text, name
+        assert out.draft_tokens == len(draft) + 1  # with the closing EOT
+        assert steps == max(1, plain_steps - out.draft_accepted), name
+        accepted[name] = out.draft_accepted
+    # The identical hypothesis is accepted whole, its EOT too: the row finishes at prefill.
+    assert accepted["the same decode"] == len(drafts["the same decode"]) + 1
+    assert accepted["wrong after two tokens"] == 2
+    assert accepted["previous hypothesis"] >= 4, early.text
+
+    # In a batch with rows that have no draft or a rejected one, every row keeps its own text.
+    jobs = [
+        WhisperJob(full, encoder_context="trimmed", prompt="Good morning.", draft_tokens=d)
+        for d in drafts.values()
+    ]
+    jobs.insert(1, early_job)
+    texts = [o.text for o in run(tiny_runner, jobs)]
+    assert texts == [plain.text, early.text, plain.text, plain.text]
+
+    # Sampling and timestamps decode as they would without a draft.
+    ts = WhisperJob(full, with_timestamps=True, draft_tokens=drafts["the same decode"])
+    assert run(tiny_runner, [ts])[0].draft_tokens == 0
+    with pytest.raises(ValueError, match="draft_tokens"):
+        tiny_runner.validate_job(WhisperJob(full, draft_tokens=[tiny_runner.bundle.eot_id]))
 
 
 def test_streaming_text_grows(tiny_runner: WhisperRunner) -> None:
