@@ -65,6 +65,14 @@ class WhisperGroup:
     def done(self) -> bool:
         return all(f or i in self.cancelled for i, f in enumerate(self.finished))
 
+    @property
+    def holds_realtime(self) -> bool:
+        """A REALTIME window (a live turn's final decode) is still decoding in this group."""
+        return any(
+            w.task.request.priority is Priority.REALTIME and not (f or i in self.cancelled)
+            for i, (w, f) in enumerate(zip(self.windows, self.finished, strict=True))
+        )
+
     @classmethod
     def merged(cls, groups: list[WhisperGroup], kept: list[list[int]], handle: Any) -> WhisperGroup:
         """The group for a runner batch merged from `groups`; `kept` says which rows of each it holds."""
@@ -78,14 +86,6 @@ class WhisperGroup:
         merged = cls(groups[0].model, windows, handle)
         merged.cancelled = cancelled
         return merged
-
-
-def _holds_realtime(group: WhisperGroup) -> bool:
-    """The group has a REALTIME window (a live turn's final decode) still decoding."""
-    return any(
-        w.task.request.priority is Priority.REALTIME and not group.finished[i] and i not in group.cancelled
-        for i, w in enumerate(group.windows)
-    )
 
 
 @dataclass
@@ -164,11 +164,14 @@ class ASRScheduler:
             return None
         in_flight = sum(len(g.windows) - len(g.cancelled) for g in self.running if not g.done)
         model = first.task.request.model
-        alone = self.realtime_runs_alone and first.task.request.priority is Priority.REALTIME
-        if self.realtime_runs_alone and any(_holds_realtime(g) for g in self.running):
-            return None
+        priorities = list(Priority)
+        if self.realtime_runs_alone:
+            if any(g.holds_realtime for g in self.running):
+                return None
+            if first.task.request.priority is Priority.REALTIME:
+                priorities = [Priority.REALTIME]
         picked: list[WindowWork] = []
-        for priority in [Priority.REALTIME] if alone else Priority:
+        for priority in priorities:
             # A quarter of the capacity is kept for live sessions, so HTTP work cannot crowd them out.
             cap = self.max_batch - (self.max_batch // 4 if priority is Priority.BATCH else 0)
             room = min(cap - in_flight, self.max_encode) - len(picked)
