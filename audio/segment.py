@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from audio.constants import SAMPLE_RATE
+
 SEARCH_SECONDS = 5.0  # look this far back from each window's limit for a quiet spot
 FRAME_SECONDS = 0.1
 
 
 def split_windows(
-    audio: np.ndarray, sample_rate: int = 16000, max_seconds: float = 30.0
+    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, max_seconds: float = 30.0
 ) -> list[tuple[int, int]]:
     """[(start, end)] sample ranges covering all of `audio`, each at most `max_seconds` long."""
     total = len(audio)

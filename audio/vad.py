@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from audio.constants import SAMPLE_RATE
+
 FRAME_SAMPLES = 512
 CONTEXT_SAMPLES = 64
 # Silero's own streaming iterator ends speech only when the probability falls this far under the threshold.

@@ -193,14 +193,10 @@ async def run_level(url: str, n: int, utterances: list[Utterance], per_session: 
     return LevelResult(n, pct(finals, 50), pct(finals, 95), pct(words, 50), pct(words, 95), max(wers), errors)
 
 
-def start_server(
-    model: str, max_asr_batch: int, threads: int | None, align_partials: bool, asr_quantize: str
-) -> ServerProcess:
+def start_server(model: str, max_asr_batch: int, threads: int | None, asr_quantize: str) -> ServerProcess:
     args = ["--model", model, "--max-asr-batch", str(max_asr_batch), "--asr-quantize", asr_quantize]
     if threads:
         args += ["--threads", str(threads)]
-    if align_partials:
-        args.append("--align-partials")
     (ROOT / "artifacts").mkdir(exist_ok=True)
     log_path = ROOT / "artifacts" / f"bench_server_b{max_asr_batch}.log"
     return ServerProcess.start(
@@ -215,22 +211,17 @@ def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
     from engine.config import EngineConfig
-    from http_api.app import create_app
-    from http_api.app_keys import ServerSettings
+    from realtime.limits import RealtimeLimits
+    from server.app import create_app
+    from server.settings import ServerSettings
 
     logging.basicConfig(level=logging.WARNING)
     config = EngineConfig(
         llm=None, asr=[args.model], max_asr_batch=args.max_asr_batch, threads=args.threads,
         asr_quantize=args.asr_quantize,
     )  # fmt: skip
-    settings = ServerSettings(max_sessions=1024, max_buffered_audio_seconds=600.0)
+    settings = ServerSettings(realtime=RealtimeLimits(max_sessions=1024, max_buffered_audio_seconds=600.0))
     app = create_app(config, settings=settings)
-    if args.align_partials:
-        from realtime.partial_ticker import PartialTicker
-        from realtime.routes import STREAMING_KEY, TICKER_KEY
-
-        app[STREAMING_KEY].align_partials = True
-        app[TICKER_KEY] = PartialTicker(app[STREAMING_KEY].partial_interval_s, align=True)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
 
@@ -269,7 +260,6 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--model", default="whisper-tiny.en")
         p.add_argument("--max-asr-batch", type=int, default=16)
         p.add_argument("--threads", type=int, default=None)
-        p.add_argument("--align-partials", action="store_true")
         p.add_argument("--asr-quantize", choices=["none", "int8"], default="none")
         serve(p.parse_args(argv[1:]))
         return
@@ -283,7 +273,6 @@ def main(argv: list[str] | None = None) -> None:
         "--modes", default="batched,unbatched", help="batched (max_asr_batch 16) and/or unbatched (1)"
     )
     p.add_argument("--threads", type=int, default=None, help="server torch threads")
-    p.add_argument("--align-partials", action="store_true", help="start all sessions' partials on one clock")
     p.add_argument(
         "--asr-quantize",
         choices=["none", "int8"],
@@ -305,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         summary["server"] = capacity(asyncio.run(ladder(ws_url, levels, utterances, args.utterances)))
     for mode in [m for m in args.modes.split(",") if m and not args.url]:
         print(f"{mode} (max_asr_batch={modes[mode]}):", flush=True)
-        server = start_server(args.model, modes[mode], args.threads, args.align_partials, args.asr_quantize)
+        server = start_server(args.model, modes[mode], args.threads, args.asr_quantize)
         try:
             ws_url = server.base_url.replace("http", "ws", 1)
             results = asyncio.run(ladder(ws_url, levels, utterances, args.utterances))

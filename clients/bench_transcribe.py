@@ -21,7 +21,8 @@ import numpy as np
 import requests
 import soundfile as sf
 
-SAMPLE_RATE = 16000
+from audio.constants import SAMPLE_RATE
+
 PARAGRAPH = [
     "The first part of the recording talks about the weather and the change of the seasons.",
     "Then the speaker moves on to the plans for the weekend and the trip to the lake.",

@@ -3,8 +3,8 @@
     python -m clients.bench_whisper_batching                 # whisper-tiny.en, fp32
     python -m clients.bench_whisper_batching --asr-quantize int8
 
-Runs the engine's WhisperRunner in-process (no server: this measures the model pieces that the
-realtime benchmark's two servers share). For batches of 1, 2, 4 and 8 copies of one synthesized
+Runs the engine's WhisperRunner (engine/asr/model_runner.py) in-process (no server: this measures the
+model pieces that the realtime benchmark's two servers share). For batches of 1, 2, 4 and 8 copies of one synthesized
 utterance with trimmed 10 s context, it prints the cost per window of a start (log-mel, encoder,
 cross-attention keys, prompt prefill) and of one decoder step. A start that costs the same per window
 at any batch size is work batching cannot share; that bounds what batching can gain.
@@ -40,10 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
 
+    from audio.constants import SAMPLE_RATE
+    from engine.asr.job import WhisperJob
+    from engine.asr.model_runner import WhisperRunner
     from engine.config import default_cache_dir
     from engine.models.quantize import quantize_whisper_int8
     from engine.models.whisper_loader import load_whisper
-    from engine.whisper_runner import WhisperJob, WhisperRunner
     from tests.speech import synthesize
 
     bundle = load_whisper(args.model, default_cache_dir(), "cpu")
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         quantize_whisper_int8(bundle.model)
     runner = WhisperRunner(bundle, "cpu")
     audio = synthesize("The quick brown fox jumps over the lazy dog.")
-    print(f"{args.model} ({args.asr_quantize}), {len(audio) / 16000:.1f} s utterance, trimmed 10 s context, "
+    print(f"{args.model} ({args.asr_quantize}), {len(audio) / SAMPLE_RATE:.1f} s utterance, trimmed 10 s context, "
           f"{torch.get_num_threads()} torch threads")  # fmt: skip
     one_start = 0.0
     with torch.inference_mode():

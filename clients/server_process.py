@@ -27,7 +27,7 @@ class ServerProcess:
 
     @classmethod
     def start(
-        cls, args: list[str], *, command: tuple[str, ...] = ("http_api.cli", "serve"), log_path: Path | None = None,
+        cls, args: list[str], *, command: tuple[str, ...] = ("server.cli", "serve"), log_path: Path | None = None,
         env: dict[str, str] | None = None, timeout_s: float = 900,
     ) -> ServerProcess:  # fmt: skip
         """Run `python -m COMMAND --port P ARGS` from the repo root and wait until /health answers."""

@@ -17,6 +17,8 @@ def default_cache_dir() -> Path:
 class EngineConfig:
     llm: str | None = "smollm2-135m-instruct"
     asr: list[str] = field(default_factory=lambda: ["whisper-tiny.en"])
+    # Pooling models (embeddings, scores, classifiers); the first is the default.
+    embed: list[str] = field(default_factory=lambda: ["all-minilm-l6-v2"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
     quantize: Literal["none", "int8"] = "none"  # the LLM
     asr_quantize: Literal["none", "int8"] = "none"  # the Whisper encoder
@@ -29,6 +31,7 @@ class EngineConfig:
     max_asr_encode: int | None = (
         None  # Whisper windows encoded in one step; None: 1 on CPU, max_asr_batch on GPU
     )
+    preview_max_windows: int = 8  # live previews are shed while this many other windows queue or decode
     cache_dir: Path = field(default_factory=default_cache_dir)
     threads: int | None = None  # torch intra-op threads; None = all cores
 

@@ -54,8 +54,12 @@ class GenerationOutput:
     completion_tokens: int  # cumulative
     matched_stop: int | str | None = None  # the stop token id or stop string that ended it
 
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
 
-# The least Whisper encoder context of a "trimmed" decode, in seconds (why: engine/whisper_runner.py).
+
+# The least Whisper encoder context of a "trimmed" decode, in seconds (why: engine/asr/job.py).
 TRIM_MIN_S = 10.0
 
 
@@ -102,3 +106,10 @@ class TranscriptionOutput:
 
     text: str  # text new in this increment; concatenated increments equal result.text
     result: TranscriptionResult | None = None
+    # A PREVIEW request the ASR scheduler shed (finals first, or too much Whisper work queued): the
+    # stream ends here with no result, and the session asks again when it has more audio.
+    skipped: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or self.skipped

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.errors import InvalidParameter
+
 
 @dataclass
 class SamplingParams:
@@ -30,30 +32,34 @@ class SamplingParams:
         return self.temperature <= 1e-5
 
     def validate(self, vocab_size: int) -> None:
-        """Raise ValueError naming the first bad field; the API layer turns it into a 400."""
+        """Raise InvalidParameter for the first bad field; the API layer turns it into a 400."""
         if self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
+            raise InvalidParameter("max_tokens", "max_tokens must be at least 1")
         if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError("temperature must be between 0 and 2")
+            raise InvalidParameter("temperature", "temperature must be between 0 and 2")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
+            raise InvalidParameter("top_p", "top_p must be in (0, 1]")
         if self.top_k < -1:
-            raise ValueError("top_k must be -1, 0 (disabled) or positive")
+            raise InvalidParameter("top_k", "top_k must be -1, 0 (disabled) or positive")
         if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError("min_p must be in [0, 1]")
+            raise InvalidParameter("min_p", "min_p must be in [0, 1]")
         if not -2.0 <= self.presence_penalty <= 2.0:
-            raise ValueError("presence_penalty must be between -2 and 2")
+            raise InvalidParameter("presence_penalty", "presence_penalty must be between -2 and 2")
         if not -2.0 <= self.frequency_penalty <= 2.0:
-            raise ValueError("frequency_penalty must be between -2 and 2")
+            raise InvalidParameter("frequency_penalty", "frequency_penalty must be between -2 and 2")
         if not 0.0 < self.repetition_penalty <= 2.0:
-            raise ValueError("repetition_penalty must be in (0, 2]")
+            raise InvalidParameter("repetition_penalty", "repetition_penalty must be in (0, 2]")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
-            raise ValueError("top_logprobs must be between 0 and 20")
+            raise InvalidParameter("top_logprobs", "top_logprobs must be between 0 and 20")
         for token_id, bias in self.logit_bias.items():
             if not 0 <= token_id < vocab_size:
-                raise ValueError(f"logit_bias token id {token_id} is outside the vocabulary")
+                raise InvalidParameter(
+                    "logit_bias", f"logit_bias token id {token_id} is outside the vocabulary"
+                )
             if not -100.0 <= bias <= 100.0:
-                raise ValueError("logit_bias values must be between -100 and 100")
+                raise InvalidParameter("logit_bias", "logit_bias values must be between -100 and 100")
         for token_id in self.stop_token_ids:
             if not 0 <= token_id < vocab_size:
-                raise ValueError(f"stop_token_ids entry {token_id} is outside the vocabulary")
+                raise InvalidParameter(
+                    "stop_token_ids", f"stop_token_ids entry {token_id} is outside the vocabulary"
+                )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
+
+RATE_WINDOW_S = 5.0  # generation_tokens_per_s averages over this many seconds
 
 
 @dataclass
@@ -33,6 +36,20 @@ class EngineStats:
     # Steps
     steps_total: int = 0
     started_at: float = field(default_factory=time.time)
+
+    _token_times: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+
+    def count_generated(self, n: int) -> None:
+        now = time.monotonic()
+        self.generation_tokens_total += n
+        self._token_times.append((now, n))
+        while self._token_times and now - self._token_times[0][0] > RATE_WINDOW_S:
+            self._token_times.popleft()
+
+    def refresh_rate(self) -> None:
+        now = time.monotonic()
+        recent = sum(n for t, n in self._token_times if now - t <= RATE_WINDOW_S)
+        self.generation_tokens_per_s = recent / RATE_WINDOW_S
 
     @property
     def kv_usage(self) -> float:

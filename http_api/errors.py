@@ -11,6 +11,9 @@ from typing import TypeVar
 import pydantic
 from aiohttp import web
 
+from engine.client_text import check_client_text
+from engine.errors import EngineStoppedError, InvalidParameter
+
 log = logging.getLogger("rtserve.http")
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -69,14 +72,29 @@ def error_response(error: APIError, headers: dict[str, str] | None = None) -> we
     return web.json_response(error.body(), status=error.status, headers=headers)
 
 
-def sampling_error(exc: ValueError, rename: dict[str, str] | None = None) -> APIError:
-    """SamplingParams.validate messages start with the offending field's name."""
-    message = str(exc)
-    param = message.split(" ", 1)[0]
+def invalid_parameter(exc: InvalidParameter, rename: dict[str, str] | None = None) -> APIError:
+    """The engine's typed validation error as a 400. `rename` maps engine-side names to the route's own
+    spelling (max_tokens -> max_new_tokens); a message that starts with the old name says the new one."""
+    param, message = exc.param, exc.message
     if rename and param in rename:
-        param = rename[param]
-        message = param + message[len(message.split(" ", 1)[0]) :]
-    return bad_request(message, param=param, code="invalid_value")
+        renamed = rename[param]
+        if message.startswith(param):
+            message = renamed + message[len(param) :]
+        param = renamed
+    return bad_request(message, param=param, code=exc.code)
+
+
+def engine_error(exc: BaseException) -> BaseException:
+    """What the engine raises for a request, as the API error the client should see."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, EngineStoppedError):
+        return APIError(f"The engine is not running: {exc}", status=503, code="engine_unavailable")
+    if isinstance(exc, InvalidParameter):
+        return invalid_parameter(exc)
+    if isinstance(exc, ValueError):
+        return bad_request(str(exc))  # a request the engine refused without naming a parameter
+    return exc
 
 
 # Union members and validators that pydantic adds to an error's location: "str", "list[int]", ...
@@ -117,8 +135,23 @@ def validation_error(exc: pydantic.ValidationError) -> APIError:
     )
 
 
+def is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
 async def read_json(request: web.Request) -> dict:
-    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    """The request body as a JSON object whose every string is valid Unicode, or a 4xx saying what is wrong.
+
+    A body that does not say it is JSON is a 415: a web page may post text/plain or a form to any site without
+    asking first (a CORS "simple request"), but never application/json."""
+    if not is_json_type(request.content_type):
+        raise APIError(
+            f"Expected a JSON body with 'Content-Type: application/json', got '{request.content_type}'",
+            status=415,
+            code="unsupported_media_type",
+        )
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
@@ -131,6 +164,10 @@ async def read_json(request: web.Request) -> dict:
         raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object", code="invalid_json")
+    try:
+        check_client_text(body)  # a lone surrogate: a 400 naming the field (InvalidParameter)
+    except RecursionError as exc:
+        raise bad_request("The request body is nested too deeply", code="invalid_json") from exc
     return body
 
 
@@ -147,6 +184,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except APIError as exc:
         return error_response(exc)
+    except InvalidParameter as exc:
+        return error_response(invalid_parameter(exc))
     except pydantic.ValidationError as exc:
         return error_response(validation_error(exc))
     except web.HTTPException as exc:

@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from engine.async_engine import AsyncEngine, EngineStoppedError
+from engine.errors import InvalidParameter
+from engine.interface import EngineClient
+from engine.llm.chat import encode_chat_async
 from engine.request import GenerationOutput, GenerationRequest, TokenLogprob
 from engine.sampling import SamplingParams
-from http_api.errors import APIError, bad_request, model_not_found, sampling_error
+from http_api.errors import APIError, bad_request, engine_error, invalid_parameter, model_not_found
+from http_api.limits import HTTPLimits
 
 T = TypeVar("T")
 
 
-def require_llm(engine: AsyncEngine, model: str | None, param: str = "model") -> str:
+def require_llm(engine: EngineClient, model: str | None, param: str = "model") -> str:
     """The served LLM's name; 404 if the request names another model or no LLM is served."""
     if engine.llm_name is None or engine.tokenizer is None:
         raise APIError(
@@ -30,31 +33,15 @@ def require_llm(engine: AsyncEngine, model: str | None, param: str = "model") ->
     return engine.llm_name
 
 
-def vocab_size(engine: AsyncEngine) -> int:
-    """The model's vocabulary (what sampling indexes), falling back to the tokenizer's."""
-    return getattr(engine, "vocab_size", 0) or len(engine.tokenizer)  # type: ignore[arg-type]
-
-
-def engine_error(exc: BaseException) -> BaseException:
-    """What the engine raises for a request, as the API error the client should see."""
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, EngineStoppedError):
-        return APIError(f"The engine is not running: {exc}", status=503, code="engine_unavailable")
-    if isinstance(exc, ValueError):
-        return bad_request(str(exc))
-    return exc
-
-
-def check_token_ids(engine: AsyncEngine, ids: list[int], param: str) -> None:
-    size = vocab_size(engine)
+def check_token_ids(engine: EngineClient, ids: list[int], param: str) -> None:
+    size = engine.vocab_size
     for token_id in ids:
         if not 0 <= token_id < size:
             raise bad_request(f"token id {token_id} is outside the vocabulary (size {size})", param=param)
 
 
 def resolve_max_tokens(
-    engine: AsyncEngine, prompt_len: int, requested: int | None, param: str, prompt_param: str = "prompt"
+    engine: EngineClient, prompt_len: int, requested: int | None, param: str, prompt_param: str = "prompt"
 ) -> int:
     """Requested tokens, or the rest of the context; 400 when prompt + completion cannot fit."""
     limit = engine.max_model_len
@@ -80,13 +67,58 @@ def resolve_max_tokens(
     return requested
 
 
+def request_template(
+    chat_template: str | None, template_kwargs: dict[str, Any] | None, trusted: bool
+) -> tuple[str | None, dict[str, Any]]:
+    """(the template a request supplied, the other template kwargs). A request may send one at the top level
+    or, as vLLM allows, in chat_template_kwargs; either is a 400 unless the operator trusts them."""
+    kwargs = dict(template_kwargs or {})
+    nested = kwargs.pop("chat_template", None)
+    template, param = (
+        (chat_template, "chat_template")
+        if chat_template is not None
+        else (nested, "chat_template_kwargs.chat_template")
+    )
+    if template is None:
+        return None, kwargs
+    if not isinstance(template, str):
+        raise bad_request(f"{param} must be a string", param=param)
+    if not trusted:
+        raise APIError(
+            "This server does not render chat templates sent with a request: it uses the model's own. "
+            "Its operator can allow them with --trust-request-chat-template.",
+            param=param,
+            code="untrusted_chat_template",
+        )
+    return template, kwargs
+
+
+async def encode_messages(
+    engine: EngineClient,
+    limits: HTTPLimits,
+    messages: list[dict[str, str]],
+    chat_template: str | None,
+    template_kwargs: dict[str, Any] | None,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """Prompt ids for chat messages, rendered off the event loop (engine/llm/chat.py)."""
+    template, kwargs = request_template(chat_template, template_kwargs, limits.trust_request_chat_template)
+    return await encode_chat_async(
+        engine.tokenizer,
+        messages,
+        chat_template=template,
+        template_kwargs=kwargs,
+        add_generation_prompt=add_generation_prompt,
+    )
+
+
 def validated(
-    params: SamplingParams, engine: AsyncEngine, rename: dict[str, str] | None = None
+    params: SamplingParams, engine: EngineClient, rename: dict[str, str] | None = None
 ) -> SamplingParams:
     try:
-        params.validate(vocab_size(engine))
-    except ValueError as exc:
-        raise sampling_error(exc, rename) from exc
+        params.validate(engine.vocab_size)
+    except InvalidParameter as exc:
+        raise invalid_parameter(exc, rename) from exc
     return params
 
 
@@ -97,8 +129,8 @@ def seeded(params: SamplingParams, i: int) -> SamplingParams:
     return SamplingParams(**{**params.__dict__, "seed": params.seed + i})
 
 
-def token_text(tokenizer: object, token_id: int) -> str:
-    return tokenizer.decode([token_id])  # type: ignore[attr-defined]
+def token_text(tokenizer: Any, token_id: int) -> str:
+    return tokenizer.decode([token_id])
 
 
 def token_bytes(text: str) -> list[int]:
@@ -124,7 +156,7 @@ async def closing(stream: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
 
 
 async def fan_out(
-    engine: AsyncEngine, requests: list[GenerationRequest]
+    engine: EngineClient, requests: list[GenerationRequest]
 ) -> AsyncIterator[tuple[int, GenerationOutput]]:
     """Run requests concurrently and yield (index, output) as increments arrive, in arrival order.
 
@@ -195,31 +227,12 @@ class Collected:
             self.matched_stop = out.matched_stop
 
 
-async def collect(engine: AsyncEngine, requests: list[GenerationRequest]) -> list[Collected]:
+async def collect(engine: EngineClient, requests: list[GenerationRequest]) -> list[Collected]:
     results = [Collected() for _ in requests]
     async with closing(fan_out(engine, requests)) as stream:
         async for i, out in stream:
             results[i].add(out)
     return results
-
-
-def encode_chat(
-    engine: AsyncEngine,
-    messages: list[dict[str, str]],
-    template_kwargs: dict | None = None,
-    add_generation_prompt: bool = True,
-) -> list[int]:
-    """Render the tokenizer's chat template, then tokenize it (the template already holds the BOS/role tokens)."""
-    tokenizer = engine.tokenizer
-    try:
-        text = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False, **(template_kwargs or {})
-        )
-    except Exception as exc:  # jinja raises its own errors for messages a template rejects
-        raise bad_request(
-            f"The chat template could not render these messages: {exc}", param="messages"
-        ) from exc
-    return tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
 
 
 def clamp_logprob(value: float) -> float:

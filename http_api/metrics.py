@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.stats import EngineStats
 
 PREFIX = "rtserve_"
 CONTENT_TYPE = "text/plain"  # aiohttp adds the charset; Prometheus accepts plain text 0.0.4
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A gauge the app that hosts the HTTP API adds to /metrics (the open realtime sessions), read at each
+    scrape: the HTTP API shows it without knowing what it counts."""
+
+    name: str  # without the rtserve_ prefix
+    help: str
+    read: Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -53,15 +64,17 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def render(stats: EngineStats, now: float | None = None) -> str:
+def _sample(name: str, kind: str, help: str, value: float) -> list[str]:
+    name = PREFIX + name
+    return [f"# HELP {name} {help}", f"# TYPE {name} {kind}", f"{name} {_number(value)}"]
+
+
+def render(stats: EngineStats, now: float | None = None, gauges: Sequence[Gauge] = ()) -> str:
     lines: list[str] = []
     for metric in METRICS:
-        name = PREFIX + metric.name
-        lines += [
-            f"# HELP {name} {metric.help}",
-            f"# TYPE {name} {metric.kind}",
-            f"{name} {_number(getattr(stats, metric.stat))}",
-        ]
+        lines += _sample(metric.name, metric.kind, metric.help, getattr(stats, metric.stat))
+    for gauge in gauges:
+        lines += _sample(gauge.name, "gauge", gauge.help, gauge.read())
     uptime = (now if now is not None else time.time()) - stats.started_at
     lines += [
         f"# HELP {PREFIX}uptime_seconds Seconds since the engine started",

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Literal
 
+import numpy as np
 from aiohttp import BodyPartReader, web
 
-from audio.decode import AudioDecodeError, decode_audio_file
-from engine.async_engine import AsyncEngine
+from audio.decode import AudioDecodeError, AudioTooLongError, decode_audio_file
+from engine.asr.language import check_language, check_task, normalize_language
+from engine.interface import EngineClient
 from engine.request import TranscriptionRequest, TranscriptionResult
 from http_api import sse, transcript_formats
 from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
-from http_api.errors import APIError, bad_request, model_not_found, parse_model
-from http_api.generation import closing, engine_error
-from http_api.protocol_openai import TranscriptionForm, TranscriptTextDelta, TranscriptTextDone
+from http_api.errors import APIError, bad_request, engine_error, model_not_found, parse_model
+from http_api.generation import closing
+from http_api.protocol_openai.audio import TranscriptionForm, TranscriptTextDelta, TranscriptTextDone
 
 log = logging.getLogger("rtserve.http")
 
@@ -74,34 +77,27 @@ async def read_form(request: web.Request, max_file_bytes: int) -> tuple[bytes, d
     return file_data, fields
 
 
-def check_model(engine: AsyncEngine, form: TranscriptionForm, task: Task) -> str | None:
+async def decode_upload(data: bytes, max_seconds: float) -> np.ndarray:
+    """The upload as 16 kHz samples (off the event loop), or a 400 naming `file`."""
+    decode = functools.partial(decode_audio_file, data, max_seconds)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, decode)
+    except AudioDecodeError as exc:
+        message = str(exc)
+        code = "audio_too_long" if isinstance(exc, AudioTooLongError) else "invalid_audio"
+        raise bad_request(message[:1].upper() + message[1:], param="file", code=code) from exc
+
+
+def check_model(engine: EngineClient, form: TranscriptionForm, task: Task) -> str | None:
     """The language to ask for (None: detect), after checking the model can do what is asked."""
     info = engine.asr_models.get(form.model)
     if info is None:
         raise model_not_found(form.model)
-    language = form.language.strip().lower() if form.language else None
+    check_task(form.model, info.multilingual, task, param="model")
     if not info.multilingual:
-        if task == "translate":
-            raise bad_request(
-                f"'{form.model}' is an English-only model and cannot translate; use a multilingual model",
-                param="model",
-            )
-        if language not in (None, "en", "english"):
-            raise bad_request(
-                f"'{form.model}' only transcribes English, not '{form.language}'", param="language"
-            )
+        check_language(form.model, info.multilingual, form.language or None, param="language")
         return "en"
-    if language is None:
-        return None
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    if language in LANGUAGES:
-        return language
-    if language in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[language]
-    raise bad_request(
-        f"'{form.language}' is not a language Whisper knows (use an ISO-639-1 code)", param="language"
-    )
+    return normalize_language(form.language, param="language") if form.language else None
 
 
 async def handle(request: web.Request, task: Task) -> web.StreamResponse:
@@ -111,11 +107,7 @@ async def handle(request: web.Request, task: Task) -> web.StreamResponse:
     form = parse_model(TranscriptionForm, fields)
     form.check_supported()
     language = check_model(engine, form, task)
-    try:
-        audio = await asyncio.get_running_loop().run_in_executor(None, decode_audio_file, data)
-    except AudioDecodeError as exc:
-        message = str(exc)
-        raise bad_request(message[:1].upper() + message[1:], param="file", code="invalid_audio") from exc
+    audio = await decode_upload(data, settings.max_audio_seconds)
     job = TranscriptionRequest(
         audio=audio,
         model=form.model,
@@ -150,7 +142,7 @@ async def handle(request: web.Request, task: Task) -> web.StreamResponse:
 
 
 async def stream_transcription(
-    request: web.Request, engine: AsyncEngine, job: TranscriptionRequest
+    request: web.Request, engine: EngineClient, job: TranscriptionRequest
 ) -> web.StreamResponse:
     """`transcript.text.delta` events as windows decode, then one `transcript.text.done`."""
     response = await sse.open_stream(request)

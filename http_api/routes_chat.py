@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
 from engine.request import GenerationRequest, TokenLogprob
 from http_api import sse
-from http_api.app_keys import ENGINE_KEY
+from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
+from http_api.budget import check_sequences, check_tokens
 from http_api.errors import parse_model, read_json
 from http_api.generation import (
     RequestAborted,
     clamp_logprob,
     closing,
     collect,
-    encode_chat,
+    encode_messages,
     fan_out,
     require_llm,
     resolve_max_tokens,
@@ -24,7 +26,7 @@ from http_api.generation import (
     token_text,
     validated,
 )
-from http_api.protocol_openai import (
+from http_api.protocol_openai.chat import (
     AssistantMessage,
     ChatChoice,
     ChatChoiceLogprobs,
@@ -35,12 +37,11 @@ from http_api.protocol_openai import (
     ChatDelta,
     ChatTokenLogprob,
     TopLogprobEntry,
-    Usage,
-    new_id,
 )
+from http_api.protocol_openai.common import Usage, new_id
 
 
-def chat_logprobs(tokenizer: object, logprobs: list[TokenLogprob]) -> ChatChoiceLogprobs:
+def chat_logprobs(tokenizer: Any, logprobs: list[TokenLogprob]) -> ChatChoiceLogprobs:
     content = []
     for lp in logprobs:
         token = token_text(tokenizer, lp.token_id)
@@ -61,12 +62,13 @@ def chat_logprobs(tokenizer: object, logprobs: list[TokenLogprob]) -> ChatChoice
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE_KEY]
+    engine, limits = request.app[ENGINE_KEY], request.app[SETTINGS_KEY]
     req = parse_model(ChatCompletionRequest, await read_json(request))
     req.check_supported()
     model = require_llm(engine, req.model)
+    check_sequences(limits, 1, req.n)
     messages = [m.to_template(i) for i, m in enumerate(req.messages)]
-    prompt_ids = encode_chat(engine, messages, req.chat_template_kwargs)
+    prompt_ids = await encode_messages(engine, limits, messages, req.chat_template, req.chat_template_kwargs)
     uses_new_name = req.max_completion_tokens is not None
     max_param = "max_completion_tokens" if uses_new_name else "max_tokens"
     max_tokens = resolve_max_tokens(
@@ -75,6 +77,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     rename = {"max_tokens": "max_completion_tokens"} if uses_new_name else None
     params = validated(req.to_sampling_params(max_tokens, req.logprobs_k()), engine, rename)
     requests = [GenerationRequest(list(prompt_ids), seeded(params, i)) for i in range(req.n)]
+    check_tokens(limits, requests, max_param)
     if req.stream:
         return await stream_chat(request, req, model, requests)
 

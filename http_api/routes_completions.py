@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
-from engine.async_engine import AsyncEngine
+from engine.interface import EngineClient
 from engine.request import GenerationRequest, TokenLogprob
 from http_api import sse
-from http_api.app_keys import ENGINE_KEY
+from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
+from http_api.budget import check_sequences, check_tokens
 from http_api.errors import parse_model, read_json
 from http_api.generation import (
     RequestAborted,
@@ -24,17 +26,19 @@ from http_api.generation import (
     token_text,
     validated,
 )
-from http_api.protocol_openai import (
+from http_api.protocol_openai.common import Usage, new_id
+from http_api.protocol_openai.completions import (
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
-    Usage,
-    new_id,
 )
 
+# The engine names the number of alternatives top_logprobs; this API calls it logprobs.
+LOGPROBS_NAME = {"top_logprobs": "logprobs"}
 
-def completion_logprobs(tokenizer: object, logprobs: list[TokenLogprob], offset: int) -> CompletionLogprobs:
+
+def completion_logprobs(tokenizer: Any, logprobs: list[TokenLogprob], offset: int) -> CompletionLogprobs:
     """The legacy format; text_offset counts characters from the start of the returned text."""
     result = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
     for lp in logprobs:
@@ -49,30 +53,32 @@ def completion_logprobs(tokenizer: object, logprobs: list[TokenLogprob], offset:
     return result
 
 
-def encode_prompts(engine: AsyncEngine, req: CompletionRequest) -> list[tuple[str, list[int]]]:
+def encode_prompts(engine: EngineClient, req: CompletionRequest) -> list[tuple[str, list[int]]]:
     """(text, token ids) per prompt; the text is what echo returns."""
     tokenizer = engine.tokenizer
     encoded = []
     for i, prompt in enumerate(req.prompts()):
         if isinstance(prompt, str):
-            encoded.append((prompt, tokenizer.encode(prompt)))  # type: ignore[attr-defined]
+            encoded.append((prompt, tokenizer.encode(prompt)))
         else:
             check_token_ids(engine, prompt, f"prompt[{i}]" if isinstance(req.prompt[0], list) else "prompt")
-            encoded.append((tokenizer.decode(prompt), prompt))  # type: ignore[attr-defined]
+            encoded.append((tokenizer.decode(prompt), prompt))
     return encoded
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE_KEY]
+    engine, limits = request.app[ENGINE_KEY], request.app[SETTINGS_KEY]
     req = parse_model(CompletionRequest, await read_json(request))
     req.check_supported()
     model = require_llm(engine, req.model)
+    check_sequences(limits, len(req.prompts()), max(req.n, req.best_of or 1))
     prompts = encode_prompts(engine, req)
     requests: list[GenerationRequest] = []
     for _, ids in prompts:
         max_tokens = resolve_max_tokens(engine, len(ids), req.max_tokens, "max_tokens")
-        params = validated(req.to_sampling_params(max_tokens, req.logprobs), engine)
+        params = validated(req.to_sampling_params(max_tokens, req.logprobs), engine, LOGPROBS_NAME)
         requests += [GenerationRequest(list(ids), seeded(params, j)) for j in range(req.n)]
+    check_tokens(limits, requests, "max_tokens")
     if req.stream:
         return await stream_completions(request, req, model, prompts, requests)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
-from engine.async_engine import AsyncEngine
+from engine.interface import EngineClient
 from engine.request import GenerationOutput, GenerationRequest, TokenLogprob
 from http_api import sse
-from http_api.app_keys import ENGINE_KEY
+from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
+from http_api.budget import check_sequences, check_tokens
 from http_api.errors import parse_model, read_json
 from http_api.generation import (
     check_token_ids,
@@ -23,6 +25,7 @@ from http_api.generation import (
     token_text,
     validated,
 )
+from http_api.limits import HTTPLimits
 from http_api.protocol_sglang import (
     DEFAULT_MAX_NEW_TOKENS,
     FinishReason,
@@ -61,7 +64,7 @@ class SequenceState:
         elif out.finish_reason == "abort":
             self.finish = FinishReason(type="abort", message="aborted by the server")
 
-    def response(self, req: GenerateRequest, tokenizer: object, index: int | None = None) -> GenerateResponse:
+    def response(self, req: GenerateRequest, tokenizer: Any, index: int | None = None) -> GenerateResponse:
         meta = MetaInfo(
             id=self.rid,
             prompt_tokens=self.prompt_tokens,
@@ -85,9 +88,11 @@ class SequenceState:
 
 
 def build_requests(
-    engine: AsyncEngine, req: GenerateRequest
+    engine: EngineClient, limits: HTTPLimits, req: GenerateRequest
 ) -> tuple[list[GenerationRequest], list[SequenceState]]:
     prompts = req.prompts()
+    prompt_param = "text" if req.text is not None else "input_ids"
+    check_sequences(limits, len(prompts), prompt_param=prompt_param)
     params = req.params_for(len(prompts))
     rids = req.rids(len(prompts))
     logprobs = req.top_logprobs_num if req.return_logprob else None
@@ -96,7 +101,7 @@ def build_requests(
         where = "sampling_params" if not isinstance(req.sampling_params, list) else f"sampling_params[{i}]"
         params[i].check_supported(where)
         if isinstance(prompt, str):
-            ids = engine.tokenizer.encode(prompt)  # type: ignore[attr-defined]
+            ids = engine.tokenizer.encode(prompt)
         else:
             check_token_ids(engine, prompt, "input_ids")
             ids = prompt
@@ -104,14 +109,13 @@ def build_requests(
         if asked is None:
             room = engine.max_model_len - len(ids)
             asked = min(DEFAULT_MAX_NEW_TOKENS, room) if room > 0 else None
-        max_tokens = resolve_max_tokens(
-            engine, len(ids), asked, "max_new_tokens", "text" if req.text else "input_ids"
-        )
+        max_tokens = resolve_max_tokens(engine, len(ids), asked, "max_new_tokens", prompt_param)
         sampling = validated(params[i].to_engine(max_tokens, logprobs), engine, SAMPLING_NAMES)
         requests.append(GenerationRequest(list(ids), sampling))
         states.append(
             SequenceState(rid=rids[i] or uuid.uuid4().hex, prompt_tokens=len(ids), max_tokens=max_tokens)
         )
+    check_tokens(limits, requests, "max_new_tokens")
     return requests, states
 
 
@@ -120,7 +124,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     req = parse_model(GenerateRequest, await read_json(request))
     req.check_supported()
     require_llm(engine, None)
-    requests, states = build_requests(engine, req)
+    requests, states = build_requests(engine, request.app[SETTINGS_KEY], req)
     if req.stream:
         return await stream_generate(request, req, requests, states)
     async with closing(fan_out(engine, requests)) as stream:

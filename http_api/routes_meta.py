@@ -6,12 +6,12 @@ import importlib.metadata
 
 from aiohttp import web
 
-from engine.async_engine import AsyncEngine
+from engine.interface import EngineClient
 from http_api import metrics
-from http_api.app_keys import ENGINE_KEY
+from http_api.app_keys import ENGINE_KEY, GAUGES_KEY, SETTINGS_KEY
 from http_api.errors import model_not_found, parse_model, read_json
-from http_api.generation import check_token_ids, encode_chat, require_llm
-from http_api.protocol_openai import (
+from http_api.generation import check_token_ids, encode_messages, require_llm
+from http_api.protocol_openai.models import (
     DetokenizeRequest,
     DetokenizeResponse,
     ModelCard,
@@ -21,12 +21,17 @@ from http_api.protocol_openai import (
 )
 
 
-def model_cards(engine: AsyncEngine) -> list[ModelCard]:
+def model_cards(engine: EngineClient) -> list[ModelCard]:
     created = int(engine.stats().started_at)
     cards = []
     if engine.llm_name is not None:
         cards.append(ModelCard(id=engine.llm_name, created=created, max_model_len=engine.max_model_len))
     cards += [ModelCard(id=name, created=created) for name in engine.asr_models]
+    cards += [
+        ModelCard(id=name, created=created, max_model_len=info.max_model_len, task=info.task)
+        for name, info in engine.pooling_models.items()
+        if name != engine.llm_name  # the served LLM, also loaded as an embedder: one card
+    ]
     return cards
 
 
@@ -45,7 +50,7 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     engine = request.app.get(ENGINE_KEY)
-    if engine is None or not getattr(engine, "running", True):
+    if engine is None or not engine.running:
         return web.json_response({"status": "unavailable"}, status=503)
     return web.json_response({"status": "ok"})
 
@@ -62,7 +67,7 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    text = metrics.render(request.app[ENGINE_KEY].stats())
+    text = metrics.render(request.app[ENGINE_KEY].stats(), gauges=request.app[GAUGES_KEY])
     return web.Response(text=text, content_type=metrics.CONTENT_TYPE)
 
 
@@ -73,9 +78,16 @@ async def tokenize(request: web.Request) -> web.Response:
     require_llm(engine, req.model)
     if req.messages is not None:
         messages = [m.to_template(i) for i, m in enumerate(req.messages)]
-        tokens = encode_chat(engine, messages, req.chat_template_kwargs, req.add_generation_prompt)
+        tokens = await encode_messages(
+            engine,
+            request.app[SETTINGS_KEY],
+            messages,
+            req.chat_template,
+            req.chat_template_kwargs,
+            add_generation_prompt=req.add_generation_prompt,
+        )
     else:
-        tokens = engine.tokenizer.encode(req.prompt, add_special_tokens=req.add_special_tokens)  # type: ignore[attr-defined]
+        tokens = engine.tokenizer.encode(req.prompt, add_special_tokens=req.add_special_tokens)
     body = TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=engine.max_model_len)
     return web.json_response(body.model_dump())
 
@@ -85,4 +97,5 @@ async def detokenize(request: web.Request) -> web.Response:
     req = parse_model(DetokenizeRequest, await read_json(request))
     require_llm(engine, req.model)
     check_token_ids(engine, req.tokens, "tokens")
-    return web.json_response(DetokenizeResponse(prompt=engine.tokenizer.decode(req.tokens)).model_dump())  # type: ignore[attr-defined]
+    body = DetokenizeResponse(prompt=engine.tokenizer.decode(req.tokens))
+    return web.json_response(body.model_dump())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 
 from engine.request import TranscriptionResult
-from http_api.protocol_openai import (
+from http_api.protocol_openai.audio import (
     DurationUsage,
     TranscriptionJSON,
     TranscriptionVerboseJSON,

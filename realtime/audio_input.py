@@ -4,8 +4,11 @@ Three ways a turn begins and ends:
   "vad"    (OpenAI server_vad)       speech start/stop found by silero-vad; partials while speaking
   "manual" (OpenAI turn_detection null) audio buffers until the client commits; one decode per turn
   "stream" (vLLM)                     commit(final=false) starts partials, commit(final=true) ends the turn
-At most one decode per session is in flight; a partial is skipped while one runs. Each turn's final decode
-waits for the previous turn's, so transcripts (and the prompts built from them) stay in order.
+At most one decode per session is in flight. While a turn grows, the session asks the engine for a preview
+(partial) decode whenever one is due and none of its own is in flight; the engine's ASR scheduler alone
+decides whether it runs (a shed preview produces nothing, and the next append asks again). Each turn's
+final decode waits for the previous turn's, so transcripts (and the prompts built from them) stay in order.
+Results go to the TurnListener: the session's dialect, which renders them as wire events.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import base64
 import binascii
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Literal, Protocol
+from collections.abc import Coroutine
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import soxr
 
+from audio.constants import SAMPLE_RATE
 from audio.g711 import G711_SAMPLE_RATE, decode_pcma, decode_pcmu
 from audio.vad import SpeechStarted, VadParams, VoiceActivityDetector
-from realtime.partial_ticker import PartialTicker
+from engine.interface import EngineClient
 from realtime.protocol_openai import new_id
 from realtime.session import MIN_COMMIT_SECONDS, SessionConfig, StreamingSettings
-from realtime.transcriber import SAMPLE_RATE, DecodeFn, TurnTranscriber
+from realtime.transcriber import EngineDecoder, TurnTranscriber
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ def decode_audio_payload(payload: str, encoding: str) -> np.ndarray:
 
 
 class TurnListener(Protocol):
+    """What becomes of a session's turns (implemented by each dialect)."""
+
     def speech_started(self, item_id: str, audio_start_ms: int) -> None: ...
     def speech_stopped(self, item_id: str, audio_end_ms: int) -> None: ...
     def committed(self, item_id: str) -> None: ...
@@ -68,15 +74,11 @@ class AudioInput:
         config: SessionConfig,
         mode: TurnMode,
         listener: TurnListener,
-        decoder_for: Callable[[SessionConfig], DecodeFn],
+        engine: EngineClient,
         settings: StreamingSettings,
-        engine_windows: Callable[[], int] = lambda: 0,
-        ticker: PartialTicker | None = None,
     ) -> None:
         self.listener = listener
-        self.ticker = ticker  # None: partials start as soon as they are due
-        self.engine_windows = engine_windows  # Whisper windows the engine has queued or running
-        self.decoder_for = decoder_for
+        self.engine = engine
         self.settings = settings
         self.config = config
         self.mode: TurnMode = mode
@@ -183,28 +185,18 @@ class AudioInput:
         return " ".join(p for p in parts if p)
 
     def _start_turn(self, item_id: str) -> None:
-        self.turn = TurnTranscriber(self.decoder_for(self.config), self.settings, self._context())
+        config = self.config
+        decoder = EngineDecoder(self.engine, config.asr_model, config.language, self.settings)
+        self.turn = TurnTranscriber(decoder, self.settings, self._context())
         self.turn_item_id = item_id
 
     def _maybe_partial(self) -> None:
+        """Ask for a preview decode when the turn is due for one and no decode of ours is in flight."""
         turn = self.turn
         if turn is None or not turn.due_for_partial():
             return
         if self._busy is not None and not self._busy.done():
             return
-        if self.ticker is None:
-            self._start_partial()
-        else:
-            self.ticker.request(id(self), self._start_partial)
-
-    def _start_partial(self) -> None:
-        turn = self.turn
-        if turn is None or not turn.due_for_partial() or (self._busy is not None and not self._busy.done()):
-            return  # the turn ended (or a decode started) since the partial was requested
-        if self.engine_windows() >= self.settings.partial_max_engine_windows:
-            return  # the engine is saturated: leave it to the finals; retried on the next append
-        if self.ticker is not None and self.ticker.finals_in_flight:
-            return  # finals first; retried on the next append
         self._busy = self._spawn(self._run_partial(turn, self.turn_item_id or ""))
 
     async def _run_partial(self, turn: TurnTranscriber, item_id: str) -> None:
@@ -237,8 +229,6 @@ class AudioInput:
         pending = {t for t in (partial, previous) if t is not None and not t.done()}
         if pending:
             await asyncio.wait(pending)  # never raises their errors; our own cancellation still propagates
-        if self.ticker is not None:
-            self.ticker.finals_in_flight += 1
         try:
             out = await turn.final()
         except asyncio.CancelledError:
@@ -247,9 +237,6 @@ class AudioInput:
             log.exception("transcription failed")
             self.listener.transcription_failed(item_id, exc)
             return
-        finally:
-            if self.ticker is not None:
-                self.ticker.finals_in_flight -= 1
         if out.delta:
             self.listener.delta(item_id, out.delta)
         if out.transcript:
@@ -331,7 +318,7 @@ class AudioInput:
         if self._last_final is not None and not self._last_final.done():
             await asyncio.wait({self._last_final})
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -339,8 +326,6 @@ class AudioInput:
 
     async def close(self) -> None:
         """Cancel every decode (aborting its engine request)."""
-        if self.ticker is not None:
-            self.ticker.cancel(id(self))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -12,8 +12,11 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from engine.errors import InvalidParameter
+from engine.interface import EngineClient
+from engine.llm.chat import encode_chat
 from engine.request import GenerationRequest, Priority
 from engine.sampling import SamplingParams
 from realtime import protocol_openai as oa
@@ -59,7 +62,7 @@ class ResponseOptions:
 
 
 class Conversation:
-    def __init__(self, engine: Any, outbox: Outbox, conversation_id: str) -> None:
+    def __init__(self, engine: EngineClient, outbox: Outbox, conversation_id: str) -> None:
         self.engine = engine
         self.outbox = outbox
         self.id = conversation_id
@@ -155,13 +158,11 @@ class Conversation:
                 await task
 
     def _prompt(self, instructions: str, max_new: int) -> tuple[list[int], int]:
-        tokenizer = self.engine.tokenizer
         history = [it for it in self.items if it.text]
         while True:
             messages = [{"role": "system", "content": instructions}] if instructions else []
             messages += [{"role": it.role, "content": it.text} for it in history]
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            ids = tokenizer.encode(text, add_special_tokens=False)
+            ids = encode_chat(self.engine.tokenizer, messages)
             room = self.engine.max_model_len - len(ids)
             if room >= min(max_new, MIN_REPLY_TOKENS) or len(history) <= 1:
                 break
@@ -190,15 +191,7 @@ class Conversation:
             ids, max_tokens = self._prompt(
                 options.instructions, options.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
             )
-            item = Item(id=oa.new_id("item"), role="assistant", text="", status="in_progress")
-            previous = self.last_item_id
-            self.items.append(item)
-            self.outbox.send(oa.OutputItemAddedEvent(response_id=resp_id, item=item.to_event_item()))
-            self.outbox.send(
-                oa.ConversationItemAddedEvent(previous_item_id=previous, item=item.to_event_item())
-            )
-            part = oa.ContentPart(type="text", text="")
-            self.outbox.send(oa.ContentPartAddedEvent(response_id=resp_id, item_id=item.id, part=part))
+            item = self._open_reply_item(resp_id)
             params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
             usage.input_tokens = usage.input_token_details.text_tokens = len(ids)
             request = GenerationRequest(prompt_token_ids=ids, params=params, priority=Priority.REALTIME)
@@ -218,7 +211,7 @@ class Conversation:
             details = oa.ResponseStatusDetails(type="cancelled", reason=self._cancel_reason)
             self._finish(resp_id, response, item, text, usage, status, details)
             raise
-        except ConversationError as exc:
+        except (ConversationError, InvalidParameter) as exc:
             status = "failed"
             details = oa.ResponseStatusDetails(
                 type="failed",
@@ -232,6 +225,17 @@ class Conversation:
                 error={"type": "server_error", "code": "generation_failed", "message": str(exc)},
             )
         self._finish(resp_id, response, item, text, usage, status, details)
+
+    def _open_reply_item(self, resp_id: str) -> Item:
+        """The assistant item a response streams into, announced as in progress."""
+        item = Item(id=oa.new_id("item"), role="assistant", text="", status="in_progress")
+        previous = self.last_item_id
+        self.items.append(item)
+        self.outbox.send(oa.OutputItemAddedEvent(response_id=resp_id, item=item.to_event_item()))
+        self.outbox.send(oa.ConversationItemAddedEvent(previous_item_id=previous, item=item.to_event_item()))
+        part = oa.ContentPart(type="text", text="")
+        self.outbox.send(oa.ContentPartAddedEvent(response_id=resp_id, item_id=item.id, part=part))
+        return item
 
     def _finish(
         self,

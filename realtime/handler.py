@@ -1,8 +1,9 @@
 """One /v1/realtime WebSocket session: a receive task and a work task joined by a bounded queue.
 
 The receive task only reads frames and parses them into typed events (so the socket is always read, even
-while the model is slow); the work task applies them. Decodes and responses run as their own tasks and
-emit through the Outbox, the socket's single writer.
+while the model is slow); the work task hands each to the session's dialect (realtime/dialect_*.py), which
+applies it and renders what comes of it. Decodes and responses run as their own tasks and emit through
+the Outbox, the socket's single writer. This module also enforces the session's limits.
 
 Which dialect a connection speaks (documented rule):
   1. `?intent=transcription` or `?model=<speech model>` in the URL: OpenAI, transcription session.
@@ -11,7 +12,13 @@ Which dialect a connection speaks (documented rule):
      OpenAI-only event (clear, conversation.*, response.*), selects OpenAI; anything else (vLLM's flat
      `session.update {model}`, a bare append or commit) selects vLLM.
 Until then `session.created` carries both dialects' fields (vLLM's `id`/`created` and OpenAI's
-`event_id`/`session`), so either kind of client can read it.
+`event_id`/`session`), so either kind of client can read it. Once chosen, the other dialect's
+`session.update` shape is answered with an error event.
+
+Every frame's text is checked once, as it is parsed (engine/client_text.py): a string holding an unpaired
+UTF-16 surrogate is answered with an error event naming the field (code `invalid_text`), never applied.
+A closing session gives the client CLOSE_TIMEOUT_S to take its events and the close frame; a client that
+does not (it never reads) has its TCP connection aborted.
 """
 
 from __future__ import annotations
@@ -20,53 +27,46 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+import struct
 import uuid
-from dataclasses import replace
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal
 
 from aiohttp import WSMsgType, web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from engine.request import Priority, TranscriptionRequest, TranscriptionResult
+from engine.client_text import check_client_text, first_unpaired_surrogate
+from engine.errors import InvalidParameter
+from engine.interface import EngineClient
 from realtime import protocol_openai as oa
 from realtime import protocol_vllm as vl
-from realtime.audio_input import AudioInput, AudioPayloadError, TurnMode
-from realtime.conversation import Conversation, ConversationError, ResponseOptions
-from realtime.emitters import Emitter, OpenAIEmitter, VllmEmitter
+from realtime.dialect import Dialect, InboundError
+from realtime.dialect_openai import OpenAIDialect, initial_config
+from realtime.dialect_vllm import VllmDialect
+from realtime.dialect_vllm import error_event as vllm_error_event
+from realtime.limits import RealtimeLimits
+from realtime.openai_session import session_object
 from realtime.outbox import Outbox
-from realtime.partial_ticker import PartialTicker
-from realtime.session import (
-    RealtimeLimits,
-    SessionConfig,
-    SessionUpdateError,
-    StreamingSettings,
-    apply_openai_update,
-    resolve_asr_model,
-)
-from realtime.transcriber import DecodeFn, TurnTranscriber
+from realtime.session import SessionMode, StreamingSettings
 
 log = logging.getLogger(__name__)
 
-Dialect = Literal["openai", "vllm"]
+DialectName = Literal["openai", "vllm"]
 INBOX_SIZE = 256
 FLUSH_TIMEOUT_S = 15.0  # how long a closing session may spend emitting its final text
+# How long the client gets to take the queued events and answer the close frame; after that the TCP
+# connection is aborted (a client that never reads would otherwise hold it, with its unsent data, for good).
+CLOSE_TIMEOUT_S = 5.0
 
 # Close codes (RFC 6455)
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 
 OPENAI_ONLY_EVENTS = frozenset(oa.CLIENT_EVENTS) - frozenset(vl.CLIENT_EVENTS) | oa.UNSUPPORTED_CLIENT_EVENTS
-
-
-class InboundError(BaseModel):
-    """A client frame that could not be parsed; reported by the work task in arrival order."""
-
-    code: str
-    message: str
-    param: str | None = None
-    event_id: str | None = None
 
 
 class _Disconnected:
@@ -76,45 +76,9 @@ class _Disconnected:
 Inbound = BaseModel | _Disconnected
 
 
-def make_decoder(engine: Any, config: SessionConfig, streaming: StreamingSettings) -> DecodeFn:
-    model, language = config.asr_model, config.language
-
-    async def decode(
-        audio, prompt: str | None, with_timestamps: bool, preview: bool, draft: list[int] | None
-    ) -> TranscriptionResult:
-        request = TranscriptionRequest(
-            audio=audio,
-            model=model,
-            language=language,
-            prompt=prompt,
-            priority=Priority.PREVIEW if preview else Priority.REALTIME,
-            encoder_context="trimmed",
-            min_context_s=(
-                streaming.partial_min_encoder_context_s if preview else streaming.min_encoder_context_s
-            ),
-            with_timestamps=with_timestamps,
-            draft_tokens=draft,
-        )
-        result = None
-        async for out in engine.transcribe(request):
-            if out.result is not None:
-                result = out.result
-        if result is None:
-            raise RuntimeError("the engine ended the transcription without a result")
-        return result
-
-    return decode
-
-
-def engine_windows(engine: Any) -> int:
-    """Whisper windows queued or decoding in the engine (0 when it does not report them)."""
-    stats = engine.stats() if hasattr(engine, "stats") else None
-    return (stats.asr_waiting + stats.asr_running) if stats is not None else 0
-
-
 def dialect_from_query(
-    query: Any, engine: Any
-) -> tuple[Dialect | None, Literal["transcription", "conversation"]]:
+    query: Mapping[str, str], engine: EngineClient
+) -> tuple[DialectName | None, SessionMode]:
     intent, model = query.get("intent"), query.get("model")
     if intent == "transcription":
         return "openai", "transcription"
@@ -131,46 +95,33 @@ class RealtimeSession:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        engine: Any,
+        engine: EngineClient,
         limits: RealtimeLimits,
         streaming: StreamingSettings,
-        query: Any,
-        ticker: PartialTicker | None = None,
+        query: Mapping[str, str],
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.ws = ws
+        self.transport = transport  # the connection's, aborted when the close cannot complete
         self.engine = engine
         self.limits = limits
+        self.streaming = streaming
         self.id = f"sess_{uuid.uuid4().hex[:24]}"
-        self.outbox = Outbox(ws)
+        self.outbox = Outbox(ws, self._error_event)
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=INBOX_SIZE)
         loop = asyncio.get_running_loop()
         self.started_at = loop.time()
         self.last_activity = self.started_at
         self._stop: asyncio.Future[tuple[str, str, int]] = loop.create_future()
-        self.dialect, mode = dialect_from_query(query, engine)
-        self.query_model: str | None = query.get("model")
-        self.config = SessionConfig(mode=mode, vad=SessionConfig().vad)
-        self.config.asr_model = next(iter(engine.asr_models), "")
-        if mode == "conversation":
-            self.config.llm_model = engine.llm_name
-        elif self.query_model and self.query_model in engine.asr_models:
-            self.config.asr_model = self.query_model
-        self.model_validated = False  # vLLM: session.update {model} seen
-        self.started = False  # any audio or item sent (session.type is then fixed)
-        self.emitter: Emitter = (
-            OpenAIEmitter(self.outbox) if self.dialect == "openai" else VllmEmitter(self.outbox)
-        )
-        self.audio = AudioInput(
-            self.config,
-            self._turn_mode(),
-            self,
-            lambda cfg: make_decoder(engine, cfg, streaming),
-            streaming,
-            lambda: engine_windows(engine),
-            ticker,
-        )
-        self.conversation = Conversation(engine, self.outbox, f"conv_{uuid.uuid4().hex[:24]}")
-        self.transcription_items: list[str] = []
+        name, self._mode = dialect_from_query(query, engine)
+        self._query_model = query.get("model")
+        self.dialect: Dialect | None = self._open_dialect(name) if name is not None else None
+
+    def _open_dialect(self, name: DialectName) -> Dialect:
+        if name == "vllm":
+            return VllmDialect(self.id, self.outbox, self.engine, self.streaming)
+        config = initial_config(self.engine, self._mode, self._query_model)
+        return OpenAIDialect(self.id, self.outbox, self.engine, self.streaming, config)
 
     # ---- lifecycle ----
 
@@ -180,20 +131,62 @@ class RealtimeSession:
         receiver = asyncio.create_task(self._receive_loop())
         try:
             await self._work_loop()
+        except Exception:  # a bug: say so on the socket rather than closing it without a word
+            log.exception("realtime session %s failed", self.id)
+            self.outbox.send(self._error_event("server_error", "The session failed; see the server log"))
+            self.outbox.close(INTERNAL_ERROR, "server_error")
         finally:
             receiver.cancel()
-            await self.audio.close()
-            await self.conversation.close()
+            if self.dialect is not None:
+                await self.dialect.close()
             if not self.outbox.closing:
                 self.outbox.close(1000, "")
-            with contextlib.suppress(asyncio.TimeoutError, Exception):
-                await asyncio.wait_for(asyncio.shield(writer), timeout=5.0)
-            writer.cancel()
+            await self._end_connection(writer)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
-            if not self.ws.closed:
-                with contextlib.suppress(Exception):
-                    await self.ws.close(code=self.outbox.close_code or 1000)
+
+    async def _end_connection(self, writer: asyncio.Task[None]) -> None:
+        """Let the writer send what is queued and run the close handshake, within CLOSE_TIMEOUT_S. A client
+        that has not taken it all by then (it is not reading) loses the connection: aborted, not closed,
+        since a graceful close would wait for its unsent data to drain, which it never does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_TIMEOUT_S
+        done, _ = await asyncio.wait({writer}, timeout=CLOSE_TIMEOUT_S)
+        if not done:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            self._abort("the client did not take its events")
+            return
+        if not self.ws.closed:  # the writer stopped early (a failed write)
+            try:
+                await asyncio.wait_for(
+                    self.ws.close(code=self.outbox.close_code or 1000), max(0.1, deadline - loop.time())
+                )
+            except asyncio.TimeoutError:
+                self._abort("the close handshake did not complete")
+                return
+            except Exception as exc:
+                log.debug("close failed: %s", exc)
+        if self.transport is not None and self.transport.get_write_buffer_size() > 0:
+            self._abort("the client did not take the close frame")
+
+    def _abort(self, why: str) -> None:
+        transport = self.transport
+        if transport is None or (transport.is_closing() and transport.get_write_buffer_size() == 0):
+            return
+        log.info("session %s: %s within %gs; aborting the connection", self.id, why, CLOSE_TIMEOUT_S)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a reset, so the kernel drops what is still queued for the client too
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    def _error_event(self, code: str, message: str) -> BaseModel:
+        """The session's error event (vLLM's shape while the dialect is undecided); for the Outbox."""
+        if self.dialect is None:
+            return vllm_error_event(code, message)
+        return self.dialect.error_event(code, message, kind="server_error")
 
     def request_stop(self, code: str, message: str, close_code: int) -> None:
         """Ask the session to emit its final text, an error event, and close (used by shutdown)."""
@@ -201,14 +194,13 @@ class RealtimeSession:
             self._stop.set_result((code, message, close_code))
 
     def _send_session_created(self) -> None:
-        if self.dialect == "openai":
-            assert isinstance(self.emitter, OpenAIEmitter)
-            self.emitter.session_created(self.id, self.config)
+        if isinstance(self.dialect, OpenAIDialect):
+            self.dialect.session_created()
             return
+        # Undecided: readable by both kinds of client.
         event = vl.SessionCreated(id=self.id).model_dump()
-        if self.dialect is None:  # undecided: readable by both kinds of client
-            event["event_id"] = oa.new_id("event")
-            event["session"] = self.config.to_openai(self.id)
+        event["event_id"] = oa.new_id("event")
+        event["session"] = session_object(initial_config(self.engine, self._mode, None), self.id)
         self.outbox.send(event)
 
     # ---- receive task ----
@@ -245,70 +237,34 @@ class RealtimeSession:
             return InboundError(
                 code="invalid_event", message="An event must be a JSON object with a string `type`"
             )
-        event_type = data["type"]
-        client_event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
-        if self.dialect is None:
+        event_type, event_id = data["type"], data.get("event_id")
+        if not isinstance(event_id, str) or first_unpaired_surrogate(event_id) is not None:
+            event_id = None  # echoed in error events only when it can be
+        if self.dialect is None:  # the first event decides
             is_openai = event_type in OPENAI_ONLY_EVENTS or (
                 event_type == "session.update" and isinstance(data.get("session"), dict)
             )
-            self._choose_dialect("openai" if is_openai else "vllm")
-        models = oa.CLIENT_EVENTS if self.dialect == "openai" else vl.CLIENT_EVENTS
-        model = models.get(event_type)
-        if model is None:
-            if self.dialect == "openai" and event_type in oa.UNSUPPORTED_CLIENT_EVENTS:
-                return InboundError(
-                    code="unsupported_event",
-                    message=f"The event type `{event_type}` is not supported by this server",
-                    param="type",
-                    event_id=client_event_id,
-                )
-            return InboundError(
-                code="unknown_event" if self.dialect == "vllm" else "invalid_event_type",
-                message=f"Unknown event type: {event_type}",
-                param="type",
-                event_id=client_event_id,
-            )
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"])
-            return InboundError(
-                code="invalid_value",
-                message=f"Invalid `{event_type}` event: {param}: {first['msg']}",
-                param=param,
-                event_id=client_event_id,
-            )
-
-    def _choose_dialect(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self.emitter = OpenAIEmitter(self.outbox) if dialect == "openai" else VllmEmitter(self.outbox)
-        if dialect == "vllm":
-            self.config = replace(self.config, encoding="pcm16", input_rate=vl.SAMPLE_RATE, vad=None)
-            self.audio.apply_config(self.config, "stream")
+            self.dialect = self._open_dialect("openai" if is_openai else "vllm")
+        try:  # once for every frame: no handler can then echo text that cannot be encoded
+            check_client_text(data)
+        except InvalidParameter as exc:
+            return InboundError(code=exc.code, message=exc.message, param=exc.param, event_id=event_id)
+        return self.dialect.parse(event_type, data, event_id)
 
     # ---- work task ----
 
     async def _work_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        get: asyncio.Task | None = None
+        get: asyncio.Task[Inbound] | None = None
         try:
             while True:
                 now = loop.time()
                 idle_deadline = self.last_activity + self.limits.session_idle_timeout
                 life_deadline = self.started_at + self.limits.max_session_seconds
                 if now >= life_deadline:
-                    return await self._close_for_limit(
-                        "session_expired",
-                        f"The session reached its maximum duration of {self.limits.max_session_seconds:g}s",
-                        POLICY_VIOLATION,
-                    )
+                    return await self._close_for_limit(*self._expired())
                 if now >= idle_deadline:
-                    return await self._close_for_limit(
-                        "session_idle_timeout",
-                        f"No client event for {self.limits.session_idle_timeout:g}s; closing the session",
-                        POLICY_VIOLATION,
-                    )
+                    return await self._close_for_limit(*self._idle())
                 if get is None:
                     get = asyncio.create_task(self.inbox.get())
                 done, _ = await asyncio.wait(
@@ -321,13 +277,8 @@ class RealtimeSession:
                     if isinstance(event, _Disconnected):
                         return
                     self._dispatch(event)
-                    if self.audio.buffered_seconds() > self.limits.max_buffered_audio_seconds:
-                        return await self._close_for_limit(
-                            "input_audio_buffer_too_large",
-                            f"More than {self.limits.max_buffered_audio_seconds:g}s of audio is buffered; "
-                            "commit more often or stream slower",
-                            MESSAGE_TOO_BIG,
-                        )
+                    if self._buffered_seconds() > self.limits.max_buffered_audio_seconds:
+                        return await self._close_for_limit(*self._too_much_audio())
                     if self.outbox.closing:
                         return
                 elif self._stop in done:
@@ -339,210 +290,48 @@ class RealtimeSession:
             if get is not None:
                 get.cancel()
 
+    def _dispatch(self, event: BaseModel) -> None:
+        if self.dialect is None:  # a frame that did not parse, before any event chose the dialect
+            assert isinstance(event, InboundError)
+            self.outbox.send(vllm_error_event(event.code, event.message))
+        elif isinstance(event, InboundError):
+            self.dialect.report(event)
+        else:
+            self.dialect.handle(event)
+
+    def _buffered_seconds(self) -> float:
+        return self.dialect.audio.buffered_seconds() if self.dialect is not None else 0.0
+
+    def _expired(self) -> tuple[str, str, int]:
+        seconds = self.limits.max_session_seconds
+        return (
+            "session_expired",
+            f"The session reached its maximum duration of {seconds:g}s",
+            POLICY_VIOLATION,
+        )
+
+    def _idle(self) -> tuple[str, str, int]:
+        seconds = self.limits.session_idle_timeout
+        return (
+            "session_idle_timeout",
+            f"No client event for {seconds:g}s; closing the session",
+            POLICY_VIOLATION,
+        )
+
+    def _too_much_audio(self) -> tuple[str, str, int]:
+        message = (
+            f"More than {self.limits.max_buffered_audio_seconds:g}s of audio is buffered; "
+            "commit more often or stream slower"
+        )
+        return "input_audio_buffer_too_large", message, MESSAGE_TOO_BIG
+
     async def _close_for_limit(self, code: str, message: str, close_code: int) -> None:
         """Final text first, then the error event, then the close frame."""
-        self.conversation.cancel_response("client_cancelled")
-        with contextlib.suppress(asyncio.TimeoutError, Exception):
-            await asyncio.wait_for(self.audio.flush(), timeout=FLUSH_TIMEOUT_S)
-        self.emitter.error(
-            code, message, kind="invalid_request_error" if close_code != GOING_AWAY else "server_error"
-        )
+        if self.dialect is None:  # undecided: nothing to flush; vLLM's error shape (as _dispatch)
+            self.outbox.send(vllm_error_event(code, message))
+        else:
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self.dialect.flush(), timeout=FLUSH_TIMEOUT_S)
+            kind = "invalid_request_error" if close_code != GOING_AWAY else "server_error"
+            self.dialect.error(code, message, kind=kind)
         self.outbox.close(close_code, code)
-
-    def _dispatch(self, event: BaseModel) -> None:
-        if isinstance(event, InboundError):
-            self.emitter.error(event.code, event.message, event.param, event.event_id)
-        elif self.dialect == "vllm":
-            self._dispatch_vllm(event)
-        else:
-            self._dispatch_openai(event)
-
-    def _turn_mode(self) -> TurnMode:
-        if self.dialect == "vllm":
-            return "stream"
-        return "vad" if self.config.vad is not None else "manual"
-
-    # ---- vLLM dialect ----
-
-    def _dispatch_vllm(self, event: BaseModel) -> None:
-        if isinstance(event, vl.SessionUpdate):
-            try:
-                model = resolve_asr_model(event.model, self.engine.asr_models, "model")
-            except SessionUpdateError as exc:
-                self.emitter.error(exc.code, exc.message)
-                return
-            self.config = replace(self.config, asr_model=model)
-            self.audio.apply_config(self.config, "stream")
-            self.model_validated = True
-        elif isinstance(event, vl.InputAudioBufferAppend):
-            self._append(event.audio, None)
-        elif isinstance(event, vl.InputAudioBufferCommit):
-            if not self.model_validated:
-                self.emitter.error(
-                    "model_not_validated",
-                    "Model not validated. Make sure to validate the model by sending a session.update event.",
-                )
-            elif not event.final:
-                self.audio.start_stream()
-            else:
-                error = self.audio.finish_stream()
-                if error:
-                    self.emitter.error("input_audio_buffer_commit_empty", error)
-
-    # ---- OpenAI dialect ----
-
-    def _dispatch_openai(self, event: BaseModel) -> None:
-        event_id = getattr(event, "event_id", None)
-        if isinstance(event, oa.SessionUpdateEvent):  # the session's own fields are checked on apply
-            unsupported = [key for key, value in (event.model_extra or {}).items() if value is not None]
-        else:
-            unsupported = [name.lstrip(".") for name in oa.unsupported_fields(event, "")]
-        if unsupported:
-            self.emitter.error(
-                "unsupported_field",
-                f"Not supported by this server: {', '.join(unsupported)}. Leave these fields out or null.",
-                unsupported[0],
-                event_id,
-            )
-        elif isinstance(event, oa.SessionUpdateEvent):
-            self._session_update(event)
-        elif isinstance(event, oa.InputAudioBufferAppendEvent):
-            self._append(event.audio, event_id)
-        elif isinstance(event, oa.InputAudioBufferCommitEvent):
-            error = self.audio.commit()
-            if error:
-                self.emitter.error("input_audio_buffer_commit_empty", error, None, event_id)
-        elif isinstance(event, oa.InputAudioBufferClearEvent):
-            self.audio.clear()
-            self.emitter.cleared()
-        elif self.config.mode != "conversation":
-            self.emitter.error(
-                "invalid_event_type",
-                f"`{event.type}` needs a conversation session (session.type `realtime`); "  # type: ignore[attr-defined]
-                "this is a transcription session",
-                "type",
-                event_id,
-            )
-        elif isinstance(event, oa.ConversationItemCreateEvent):
-            try:
-                self.conversation.add_message(event)
-                self.started = True
-            except ConversationError as exc:
-                self.emitter.error(exc.code, exc.message, exc.param, event_id)
-        elif isinstance(event, oa.ResponseCreateEvent):
-            self._response_create(event)
-        elif isinstance(event, oa.ResponseCancelEvent):
-            if event.response_id is not None and event.response_id != self.conversation.response_id:
-                self.emitter.error(
-                    "response_cancel_not_active",
-                    f"No active response with id {event.response_id}",
-                    "response_id",
-                    event_id,
-                )
-            elif not self.conversation.cancel_response("client_cancelled"):
-                self.emitter.error(
-                    "response_cancel_not_active",
-                    "Cancellation failed: no active response found",
-                    None,
-                    event_id,
-                )
-
-    def _session_update(self, event: oa.SessionUpdateEvent) -> None:
-        try:
-            new = apply_openai_update(
-                self.config, event.session, self.engine.asr_models, self.engine.llm_name, self.started
-            )
-        except SessionUpdateError as exc:
-            self.emitter.error(exc.code, exc.message, exc.param, event.event_id)
-            return
-        self.config = new
-        self.audio.apply_config(new, self._turn_mode())
-        self.emitter.session_updated(self.id, new)
-
-    def _response_create(self, event: oa.ResponseCreateEvent) -> None:
-        params = event.response or oa.ResponseParams()
-        unsupported = oa.unsupported_fields(params, "response")
-        if params.output_modalities is not None and set(params.output_modalities) - {"text"}:
-            unsupported.append("response.output_modalities")
-        if params.conversation not in (None, "auto"):
-            unsupported.append("response.conversation")
-        if unsupported:
-            self.emitter.error(
-                "unsupported_field",
-                f"Not supported by this server: {', '.join(unsupported)}",
-                unsupported[0],
-                event.event_id,
-            )
-            return
-        mot = params.max_output_tokens
-        max_out = (
-            self.config.max_output_tokens if "max_output_tokens" not in params.model_fields_set else None
-        )
-        if mot not in (None, "inf"):
-            if int(mot) < 1:
-                self.emitter.error(
-                    "invalid_value",
-                    "max_output_tokens must be at least 1",
-                    "response.max_output_tokens",
-                    event.event_id,
-                )
-                return
-            max_out = int(mot)
-        options = ResponseOptions(
-            instructions=params.instructions if params.instructions is not None else self.config.instructions,
-            max_output_tokens=max_out,
-            metadata=params.metadata,
-        )
-        try:
-            self.conversation.create_response(options, self.audio.wait_transcribed)
-        except ConversationError as exc:
-            self.emitter.error(exc.code, exc.message, exc.param, event.event_id)
-
-    # ---- audio ----
-
-    def _append(self, payload: str, event_id: str | None) -> None:
-        try:
-            samples = self.audio.to_samples(payload)
-        except AudioPayloadError as exc:
-            self.emitter.error("invalid_audio", str(exc), "audio", event_id)
-            return
-        self.started = True
-        self.audio.append(samples)
-
-    # ---- TurnListener (called by AudioInput) ----
-
-    def speech_started(self, item_id: str, audio_start_ms: int) -> None:
-        self.emitter.speech_started(item_id, audio_start_ms)
-        if self.config.mode == "conversation" and self.config.interrupt_response:
-            self.conversation.cancel_response("turn_detected")
-
-    def speech_stopped(self, item_id: str, audio_end_ms: int) -> None:
-        self.emitter.speech_stopped(item_id, audio_end_ms)
-
-    def committed(self, item_id: str) -> None:
-        if self.config.mode == "conversation":
-            previous = self.conversation.last_item_id
-            self.emitter.committed(item_id, previous)
-            self.conversation.add_user_audio(item_id)
-        else:
-            previous = self.transcription_items[-1] if self.transcription_items else None
-            self.transcription_items.append(item_id)
-            self.emitter.committed(item_id, previous)
-
-    def delta(self, item_id: str, text: str) -> None:
-        self.emitter.transcript_delta(item_id, text)
-
-    def transcribed(self, item_id: str, transcript: str, turn: TurnTranscriber) -> None:
-        self.emitter.transcript_done(item_id, transcript, turn)
-        if self.config.mode != "conversation":
-            return
-        self.conversation.set_transcript(item_id, transcript)
-        if self.config.vad is not None and self.config.create_response and transcript.strip():
-            options = ResponseOptions(self.config.instructions, self.config.max_output_tokens)
-            with contextlib.suppress(ConversationError):
-                self.conversation.create_response(options, self.audio.wait_transcribed)
-
-    def transcription_failed(self, item_id: str, error: BaseException) -> None:
-        self.emitter.transcript_failed(item_id, f"Transcription failed: {error}")
-        if self.config.mode == "conversation":
-            self.conversation.set_transcript(item_id, "")

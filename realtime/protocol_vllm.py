@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SAMPLE_RATE = 16000
+WIRE_SAMPLE_RATE = 16000  # the dialect's wire format: PCM16 mono at 16 kHz
 
 
 class VllmModel(BaseModel):

@@ -1,99 +1,70 @@
-"""Registers /v1/realtime: auth, the session limit, and closing every session on shutdown."""
+"""Registers /v1/realtime: the session limit, the `realtime` subprotocol, and closing every session on shutdown.
+
+Entry points for the composition root (server/app.py) -- realtime imports nothing from it:
+  setup_realtime(app, limits, streaming)
+      adds GET /v1/realtime and an on_shutdown hook that closes every session with 1001 after its final
+      text; call it before registering a hook that drains or stops the engine, so the sockets close
+      first (a session's final decode is a new engine request, which a draining engine refuses).
+      limits: realtime.limits.RealtimeLimits (the one set of defaults for the realtime limits);
+      streaming: realtime.session.StreamingSettings (None: the defaults).
+  ENGINE_KEY: web.AppKey[EngineClient]
+      the engine every session talks to; the server's engine cleanup_ctx sets
+      `app[realtime.routes.ENGINE_KEY] = engine` before the app serves.
+  SESSIONS_KEY, LIMITS_KEY, STREAMING_KEY: the live sessions and the settings setup_realtime stored.
+Authentication is not checked here: the server's auth middleware covers /v1/realtime too (`Authorization:
+Bearer`, or for the WebSocket upgrade the `openai-insecure-api-key.<key>` subprotocol). The handshake
+answers with the `realtime` subprotocol when the client offers it, whatever else it offers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 
 from aiohttp import web
 
-from realtime import protocol_openai as oa
-from realtime import protocol_vllm as vl
-from realtime.handler import GOING_AWAY, TRY_AGAIN_LATER, RealtimeSession, dialect_from_query
-from realtime.partial_ticker import PartialTicker
-from realtime.session import RealtimeLimits, StreamingSettings
+from engine.interface import EngineClient
+from realtime import dialect_openai, dialect_vllm
+from realtime.handler import (
+    CLOSE_TIMEOUT_S,
+    GOING_AWAY,
+    TRY_AGAIN_LATER,
+    RealtimeSession,
+    dialect_from_query,
+)
+from realtime.limits import RealtimeLimits
+from realtime.session import StreamingSettings
 
 log = logging.getLogger(__name__)
 
-SESSIONS_KEY: web.AppKey[set[RealtimeSession]] = web.AppKey("realtime_sessions", set)
+ENGINE_KEY: web.AppKey[EngineClient] = web.AppKey("realtime_engine", EngineClient)
+LIMITS_KEY: web.AppKey[RealtimeLimits] = web.AppKey("realtime_limits", RealtimeLimits)
 STREAMING_KEY: web.AppKey[StreamingSettings] = web.AppKey("realtime_streaming", StreamingSettings)
-TICKER_KEY: web.AppKey[PartialTicker] = web.AppKey("realtime_partial_ticker", PartialTicker)
+SESSIONS_KEY: web.AppKey[set[RealtimeSession]] = web.AppKey("realtime_sessions", set)
 SUBPROTOCOL = "realtime"
-KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 SHUTDOWN_GRACE_S = 20.0
-
-
-def _engine(app: web.Application):
-    from http_api.app_keys import ENGINE_KEY
-
-    return app[ENGINE_KEY]
-
-
-def _settings(app: web.Application):
-    try:
-        from http_api.app_keys import SETTINGS_KEY
-    except ImportError:
-        return None
-    return app.get(SETTINGS_KEY)
-
-
-def _limits(app: web.Application) -> RealtimeLimits:
-    return RealtimeLimits.from_settings(_settings(app))
-
-
-def _authorized(request: web.Request, api_key: str | None) -> bool:
-    if not api_key:
-        return True
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), api_key):
-        return True
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-    return any(
-        p.startswith(KEY_SUBPROTOCOL_PREFIX)
-        and hmac.compare_digest(p[len(KEY_SUBPROTOCOL_PREFIX) :], api_key)
-        for p in offered
-    )
 
 
 async def realtime_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
-    settings = _settings(app)
-    if not _authorized(request, getattr(settings, "api_key", None)):
-        body = {
-            "error": {
-                "message": "Invalid or missing API key. Send `Authorization: Bearer <key>` or the "
-                "`openai-insecure-api-key.<key>` WebSocket subprotocol.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "invalid_api_key",
-            }
-        }
-        return web.json_response(body, status=401)
-    engine = _engine(app)
-    limits = _limits(app)
+    engine, limits = app[ENGINE_KEY], app[LIMITS_KEY]
     # compress=False declines permessage-deflate: base64 PCM barely compresses, and inflating every
     # audio frame of every session costs the event loop more than the bytes it saves.
+    # timeout: how long a closing socket waits for the client's close frame.
     ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,), max_msg_size=limits.max_message_bytes, heartbeat=None, compress=False
+        protocols=(SUBPROTOCOL,),
+        max_msg_size=limits.max_message_bytes,
+        heartbeat=None,
+        compress=False,
+        timeout=CLOSE_TIMEOUT_S,
     )
     await ws.prepare(request)
     sessions = app[SESSIONS_KEY]
     if len(sessions) >= limits.max_sessions:
-        message = f"Too many realtime sessions (the limit is {limits.max_sessions}); try again later"
-        dialect, _ = dialect_from_query(request.query, engine)
-        if dialect == "openai":
-            event = oa.ErrorEvent(
-                error=oa.ErrorDetail(type="server_error", code="too_many_sessions", message=message)
-            )
-        else:
-            event = vl.ErrorEvent(error=message, code="too_many_sessions")
-        with contextlib.suppress(Exception):
-            await ws.send_str(event.model_dump_json())
-            await ws.close(code=TRY_AGAIN_LATER, message=b"too_many_sessions")
+        await _refuse(ws, request, engine, limits)
         return ws
-    session = RealtimeSession(ws, engine, limits, app[STREAMING_KEY], request.query, app[TICKER_KEY])
+    session = RealtimeSession(ws, engine, limits, app[STREAMING_KEY], request.query, request.transport)
     sessions.add(session)
     try:
         await session.run()
@@ -102,6 +73,22 @@ async def realtime_handler(request: web.Request) -> web.StreamResponse:
     finally:
         sessions.discard(session)
     return ws
+
+
+async def _refuse(
+    ws: web.WebSocketResponse, request: web.Request, engine: EngineClient, limits: RealtimeLimits
+) -> None:
+    """Too many sessions: an error event in the dialect the URL implies, then close with 1013."""
+    code = "too_many_sessions"
+    message = f"Too many realtime sessions (the limit is {limits.max_sessions}); try again later"
+    dialect, _ = dialect_from_query(request.query, engine)
+    if dialect == "openai":
+        event = dialect_openai.error_event(code, message, kind="server_error")
+    else:
+        event = dialect_vllm.error_event(code, message)
+    with contextlib.suppress(Exception):
+        await ws.send_str(event.model_dump_json())
+        await ws.close(code=TRY_AGAIN_LATER, message=code.encode())
 
 
 async def _close_sessions(app: web.Application) -> None:
@@ -113,12 +100,12 @@ async def _close_sessions(app: web.Application) -> None:
         await asyncio.sleep(0.05)
 
 
-def setup_realtime_routes(app: web.Application) -> None:
+def setup_realtime(
+    app: web.Application, limits: RealtimeLimits, streaming: StreamingSettings | None = None
+) -> None:
     """Add the /v1/realtime WebSocket route and its shutdown hook (closes sockets with 1001)."""
+    app[LIMITS_KEY] = limits
+    app[STREAMING_KEY] = streaming or StreamingSettings()
     app[SESSIONS_KEY] = set()
-    if STREAMING_KEY not in app:
-        app[STREAMING_KEY] = StreamingSettings()
-    streaming = app[STREAMING_KEY]
-    app[TICKER_KEY] = PartialTicker(streaming.partial_interval_s, streaming.align_partials)
     app.router.add_get("/v1/realtime", realtime_handler)
     app.on_shutdown.append(_close_sessions)

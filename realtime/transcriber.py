@@ -15,17 +15,63 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.request import TranscriptionResult
+from audio.constants import SAMPLE_RATE
+from engine.interface import EngineClient
+from engine.request import Priority, TranscriptionRequest, TranscriptionResult
 from realtime.session import StreamingSettings
 
-SAMPLE_RATE = 16000
-
-# (audio, prompt, with_timestamps, preview, draft) -> result. Cancelling the awaitable aborts the
-# engine request. Preview decodes yield to end-of-turn ones in the engine; draft is the previous
-# hypothesis's tokens, which the engine verifies in one pass instead of decoding them again.
-DecodeFn = Callable[[np.ndarray, str | None, bool, bool, list[int] | None], Awaitable[TranscriptionResult]]
+# (audio, prompt, with_timestamps, preview, draft) -> result, or None for a preview the engine's ASR
+# scheduler shed (no partial this time). Cancelling the awaitable aborts the engine request. draft is
+# the previous hypothesis's tokens, which the engine verifies in one pass instead of decoding them again.
+DecodeFn = Callable[
+    [np.ndarray, str | None, bool, bool, list[int] | None], Awaitable[TranscriptionResult | None]
+]
 
 _PUNCT = re.compile(r"[^\w']+")
+
+
+class EngineDecoder:
+    """The DecodeFn of one session's turns: each decode is one TranscriptionRequest to the engine.
+
+    A preview asks for a PREVIEW decode; whether (and when) it runs is the ASR scheduler's call."""
+
+    def __init__(
+        self, engine: EngineClient, model: str, language: str | None, settings: StreamingSettings
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.language = language
+        self.settings = settings
+
+    async def __call__(
+        self,
+        audio: np.ndarray,
+        prompt: str | None,
+        with_timestamps: bool,
+        preview: bool,
+        draft: list[int] | None,
+    ) -> TranscriptionResult | None:
+        settings = self.settings
+        request = TranscriptionRequest(
+            audio=audio,
+            model=self.model,
+            language=self.language,
+            prompt=prompt,
+            priority=Priority.PREVIEW if preview else Priority.REALTIME,
+            encoder_context="trimmed",
+            min_context_s=settings.partial_min_encoder_context_s
+            if preview
+            else settings.min_encoder_context_s,
+            with_timestamps=with_timestamps,
+            draft_tokens=draft,
+        )
+        result, skipped = None, False
+        async for out in self.engine.transcribe(request):  # read to the end: leaving early aborts it
+            result = out.result if out.result is not None else result
+            skipped = skipped or out.skipped
+        if result is None and not skipped:
+            raise RuntimeError("the engine ended the transcription without a result")
+        return result
 
 
 def hypothesis_words(result: TranscriptionResult) -> list[str]:
@@ -164,12 +210,18 @@ class TurnTranscriber:
     # ---- decodes ----
 
     async def partial(self) -> TurnOutput:
-        """Re-decode the window; emit the newly agreed words (cancel-safe: no state changes until decoded)."""
+        """Re-decode the window; emit the newly agreed words (cancel-safe: no state changes until decoded).
+
+        A preview the engine shed produces nothing, and the turn is due again on its next append."""
+        launched_after = self._last_partial_at
         self._last_partial_at = self.total_samples
         audio = self.window_audio()
         window_start = self.window_start
         slide = len(audio) >= self.settings.max_window_s * SAMPLE_RATE
         result = await self.decode(audio, self._prompt(), slide, True, None if slide else self._draft)
+        if result is None:
+            self._last_partial_at = launched_after
+            return TurnOutput("", self.transcript)
         self.decoded_tokens += result.tokens
         if window_start != self.window_start:
             return TurnOutput("", self.transcript)  # the window moved while we decoded: stale
@@ -187,6 +239,8 @@ class TurnTranscriber:
         if len(audio) == 0:
             return TurnOutput("", self.transcript)
         result = await self.decode(audio, self._prompt(), False, False, self._draft)
+        if result is None:  # only previews are ever shed
+            raise RuntimeError("the engine skipped an end-of-turn decode")
         self.decoded_tokens += result.tokens
         delta = self._emit(self.agreement.rest(hypothesis_words(result)))
         return TurnOutput(delta, self.transcript)

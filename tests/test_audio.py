@@ -9,7 +9,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio.decode import AudioDecodeError, decode_audio_file, pcm16_to_float, resample
+import audio.decode
+from audio.decode import (
+    AudioDecodeError,
+    AudioTooLongError,
+    decode_audio_file,
+    pcm16_to_float,
+    read_mono,
+    resample,
+)
 from audio.features import N_SAMPLES, log_mel_spectrogram, pad_batch
 from audio.segment import split_windows
 from tests.speech import speech_with_pauses, synthesize
@@ -76,6 +84,26 @@ def test_decode_errors() -> None:
         decode_audio_file(b"this is not audio at all, just some text" * 10)
     with pytest.raises(AudioDecodeError, match="no samples"):
         decode_audio_file(_encode(np.zeros(0, np.float32), 16000, "WAV", "PCM_16"))
+
+
+def test_decoded_duration_limit() -> None:
+    ten_minutes = _encode(np.zeros(600 * 16000, np.float32), 16000, "FLAC", "PCM_16")
+    with pytest.raises(AudioTooLongError, match="600.0 seconds; the limit is 60 seconds") as too_long:
+        decode_audio_file(ten_minutes, max_seconds=60)  # the header says so: nothing is decoded
+    assert (too_long.value.seconds, too_long.value.limit_s) == (600.0, 60)
+    assert decode_audio_file(ten_minutes, max_seconds=600).shape == (600 * 16000,)
+
+
+def test_decoding_stops_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Block by block: a stream longer than its header says (or without one) is cut off at the limit."""
+    monkeypatch.setattr(audio.decode, "DECODE_BLOCK_FRAMES", 1000)
+    stereo = np.random.default_rng(0).uniform(-0.5, 0.5, (22050, 2)).astype(np.float32)
+    wav = _encode(stereo, 22050, "WAV", "FLOAT")
+    with sf.SoundFile(io.BytesIO(wav)) as f:
+        assert read_mono(f, max_frames=22049) is None
+    with sf.SoundFile(io.BytesIO(wav)) as f:
+        mono = read_mono(f, max_frames=22050)
+    assert mono is not None and np.allclose(mono, stereo.mean(axis=1))
 
 
 def test_pcm16() -> None:

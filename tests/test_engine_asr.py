@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
-from engine.async_engine import AsyncEngine
+from engine.asr.job import WhisperRowOutput
+from engine.asr.plan import ASRPlan, ASRResult
+from engine.asr.scheduler import ASRScheduler
+from engine.asr.task import TranscriptionTask, make_task
 from engine.config import EngineConfig
-from engine.request import TranscriptionRequest
+from engine.core import Engine
+from engine.errors import InvalidParameter
+from engine.request import Priority, TranscriptionOutput, TranscriptionRequest
+from engine.stats import EngineStats
 from tests.speech import speech_with_pauses, synthesize, wer
 
 SENTENCES = [
@@ -29,13 +36,13 @@ SENTENCES = [
 
 @pytest_asyncio.fixture(scope="module")
 async def engine():
-    engine = AsyncEngine.load(EngineConfig(llm=None, asr=["whisper-tiny.en"]))
+    engine = Engine.load(EngineConfig(llm=None, asr=["whisper-tiny.en"]))
     await engine.start()
     yield engine
     await engine.stop()
 
 
-async def transcribe(engine: AsyncEngine, audio: np.ndarray, **kw) -> tuple[str, object]:
+async def transcribe(engine: Engine, audio: np.ndarray, **kw) -> tuple[str, object]:
     streamed = ""
     result = None
     async for out in engine.transcribe(TranscriptionRequest(audio, "whisper-tiny.en", **kw)):
@@ -68,27 +75,59 @@ async def test_concurrent_requests_share_whisper_batches(engine):
 
 
 async def test_bad_job_refused_alone(engine):
-    with pytest.raises(ValueError, match="English-only"):
+    with pytest.raises(InvalidParameter, match="English-only") as refused:
         await transcribe(engine, synthesize(SENTENCES[0]), task="translate")
+    assert refused.value.param == "task"
+    assert engine.pending() == 0
     _, result = await transcribe(engine, synthesize(SENTENCES[1]))
     assert wer(SENTENCES[1], result.text) < 0.2
 
 
+# ----------------------------------------------------------------------------- the scheduler, no model
+
+MODEL = "whisper-tiny.en"
+ONE_SECOND = np.zeros(16000, dtype=np.float32)
+
+
+def add(scheduler: ASRScheduler, priority: Priority = Priority.BATCH, audio: np.ndarray = ONE_SECOND):
+    task = make_task(TranscriptionRequest(audio, MODEL, priority=priority), asyncio.Queue())
+    scheduler.add(task)
+    return task
+
+
+def started(scheduler: ASRScheduler, plan: ASRPlan | None) -> list[TranscriptionTask]:
+    """The tasks of the windows the plan starts."""
+    ids = {start.batch_id for step in (plan.models if plan else ()) for start in step.starts}
+    return [w.task for g in scheduler.running if g.batch_id in ids for w in g.windows]
+
+
+def stepped(scheduler: ASRScheduler, plan: ASRPlan) -> list[TranscriptionTask]:
+    """The tasks of the windows in groups started earlier that the plan advances."""
+    ids = {i for step in plan.models for i in step.running}
+    return [w.task for g in scheduler.running if g.batch_id in ids for w in g.windows]
+
+
+def finish(scheduler: ASRScheduler, plan: ASRPlan) -> None:
+    """The runner's report that every window the plan started decoded to the end."""
+    ids = [start.batch_id for step in plan.models for start in step.starts]
+    sizes = {g.batch_id: len(g.windows) for g in scheduler.running}
+    scheduler.postprocess(
+        ASRResult(outputs={i: [WhisperRowOutput(text="done", finished=True)] * sizes[i] for i in ids})
+    )
+
+
+def outcome(task: TranscriptionTask) -> list[TranscriptionOutput | BaseException]:
+    return [task.outputs.get_nowait() for _ in range(task.outputs.qsize())]
+
+
 def test_aborted_window_anywhere_in_the_queue_is_dropped():
     """Removing a waiting window must not compare audio arrays (that raised and stalled the loop)."""
-    from engine.asr_scheduler import ASRScheduler, make_task
-    from engine.stats import EngineStats
-
     scheduler = ASRScheduler(max_batch=1, stats=EngineStats())
-    tasks = [
-        make_task(TranscriptionRequest(synthesize(s), "whisper-tiny.en"), asyncio.Queue())
-        for s in SENTENCES[:3]
-    ]
-    for task in tasks:
-        scheduler.add(task)
-    tasks[2].aborted = True
-    work = scheduler.schedule()
-    assert [w.task for w in work.new_groups[0].windows] == [tasks[0]]
+    tasks = [add(scheduler, audio=synthesize(s)) for s in SENTENCES[:3]]
+    scheduler.abort(tasks[2])
+    assert scheduler.pending() == 2
+    plan = scheduler.schedule()
+    assert started(scheduler, plan) == [tasks[0]]
     assert [w.task for q in scheduler.waiting.values() for w in q] == [tasks[1]]
 
 
@@ -96,35 +135,114 @@ def test_aborted_window_anywhere_in_the_queue_is_dropped():
 def test_a_final_decode_runs_alone_on_cpu(realtime_runs_alone):
     """With realtime_runs_alone (the CPU default), a REALTIME window starts in a group of its own and
     nothing new starts until it is done; groups in flight go on decoding beside it."""
-    from engine.asr_scheduler import ASRScheduler, make_task
-    from engine.request import Priority
-    from engine.stats import EngineStats
-    from engine.whisper_runner import WhisperRowOutput
-
     scheduler = ASRScheduler(16, EngineStats(), max_encode=1, realtime_runs_alone=realtime_runs_alone)
-    audio = np.zeros(16000, dtype=np.float32)
+    preview = add(scheduler, Priority.PREVIEW)
+    assert started(scheduler, scheduler.schedule()) == [preview]
+    final = add(scheduler, Priority.REALTIME)
+    later = [
+        add(scheduler, Priority.PREVIEW),
+        add(scheduler, Priority.BATCH),
+        add(scheduler, Priority.REALTIME),
+    ]
+    plan = scheduler.schedule()
+    assert started(scheduler, plan) == [final]  # ahead of the preview in flight
+    assert stepped(scheduler, plan) == [preview]  # still decoding
+    final_plan = plan
+    # Finals first: the waiting preview was shed, not kept for later (the session asks again).
+    assert outcome(later[0]) == [TranscriptionOutput(text="", skipped=True)]
 
-    def add(priority: Priority):
-        task = make_task(TranscriptionRequest(audio, "whisper-tiny.en", priority=priority), asyncio.Queue())
-        scheduler.add(task)
-        return task
-
-    preview = add(Priority.PREVIEW)
-    assert [w.task for w in scheduler.schedule().new_groups[0].windows] == [preview]
-    final = add(Priority.REALTIME)
-    later = [add(Priority.PREVIEW), add(Priority.BATCH), add(Priority.REALTIME)]
-    work = scheduler.schedule()
-    assert [w.task for w in work.new_groups[0].windows] == [final]  # ahead of the preview in flight
-    assert [w.task for g in work.running_groups for w in g.windows] == [preview]  # still decoding
-    final_group = work.new_groups[0]
-
-    work = scheduler.schedule()
-    started = [w.task for g in work.new_groups for w in g.windows]
-    assert started == ([] if realtime_runs_alone else [later[2]])
+    plan = scheduler.schedule()
+    assert started(scheduler, plan) == ([] if realtime_runs_alone else [later[2]])
     if realtime_runs_alone:
-        scheduler.postprocess(final_group, [WhisperRowOutput(text="done", finished=True)])
-        work = scheduler.schedule()
-        assert [w.task for w in work.new_groups[0].windows] == [later[2]]  # REALTIME first, then the rest
-        scheduler.postprocess(work.new_groups[0], [WhisperRowOutput(text="done", finished=True)])
-        work = scheduler.schedule()
-        assert [w.task for w in work.new_groups[0].windows] == [later[0]]
+        finish(scheduler, final_plan)
+        plan = scheduler.schedule()
+        assert started(scheduler, plan) == [later[2]]  # REALTIME first, then the rest
+        finish(scheduler, plan)
+        plan = scheduler.schedule()
+        assert started(scheduler, plan) == [later[1]]
+
+
+def test_previews_wait_for_no_final():
+    """Finals first: a preview is shed while a final is waiting or decoding, and runs once it is done."""
+    scheduler = ASRScheduler(16, EngineStats(), max_encode=4)
+    final = add(scheduler, Priority.REALTIME)
+    plan = scheduler.schedule()
+    assert started(scheduler, plan) == [final]
+    preview = add(scheduler, Priority.PREVIEW)
+    assert scheduler.pending() == 2
+    assert started(scheduler, scheduler.schedule()) == []  # the final is still decoding
+    assert outcome(preview) == [TranscriptionOutput(text="", skipped=True)]
+    assert scheduler.pending() == 1 and scheduler.stats.asr_waiting == 0
+    finish(scheduler, plan)
+    assert scheduler.stats.asr_requests_finished == 1  # the final; a shed preview is not counted
+    again = add(scheduler, Priority.PREVIEW)
+    assert started(scheduler, scheduler.schedule()) == [again]
+    assert outcome(again) == []
+
+
+def test_previews_are_shed_at_the_window_bound():
+    """A preview is shed when `preview_max_windows` other windows are queued or decoding; previews queued
+    ahead of it count, its own windows do not."""
+    scheduler = ASRScheduler(16, EngineStats(), max_encode=1, preview_max_windows=3)
+    batch = [add(scheduler), add(scheduler)]
+    assert started(scheduler, scheduler.schedule()) == [batch[0]]  # one decoding, one queued
+    previews = [add(scheduler, Priority.PREVIEW) for _ in range(3)]
+    plan = scheduler.schedule()
+    assert started(scheduler, plan) == [previews[0]]  # 2 others: it runs, ahead of the queued HTTP work
+    assert [bool(outcome(p)) for p in previews] == [False, True, True]
+    assert scheduler.stats.asr_waiting == 1 and scheduler.stats.asr_running == 2
+
+    alone = ASRScheduler(16, EngineStats(), max_encode=1, preview_max_windows=1)
+    long = add(alone, Priority.PREVIEW, audio=np.zeros(16000 * 40, dtype=np.float32))  # two windows
+    assert len(long.windows) == 2
+    assert started(alone, alone.schedule()) == [long]
+    assert started(alone, alone.schedule()) == [long]  # its first window decoding is not "another"
+    assert outcome(long) == []
+
+
+def test_scheduler_imports_no_torch():
+    """The ASR scheduler and its plan types are pure Python: the event loop never touches torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, engine.asr.scheduler, engine.asr.plan, engine.asr.task, engine.asr.validation; "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_requests_are_validated_once_with_the_parameter_named(engine):
+    audio = synthesize(SENTENCES[0])
+    for fields, param in [
+        ({"model": "whisper-large"}, "model"),
+        ({"language": "fr"}, "language"),
+        ({"language": "klingon"}, "language"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"min_context_s": 0.0}, "min_context_s"),
+        ({"draft_tokens": [50256]}, "draft_tokens"),
+    ]:
+        request = {"audio": audio, "model": "whisper-tiny.en", **fields}
+        with pytest.raises(InvalidParameter) as refused:
+            async for _ in engine.transcribe(TranscriptionRequest(**request)):
+                pass
+        assert refused.value.param == param, fields
+    assert engine.pending() == 0
+
+
+async def test_a_client_leaving_mid_decode_frees_its_batch(engine):
+    lane = next(lane for lane in engine.lanes if lane.name == "asr")
+    request = TranscriptionRequest(speech_with_pauses(SENTENCES[:3], 0.5), "whisper-tiny.en")
+    async with contextlib.aclosing(engine.transcribe(request)) as stream:
+        async for out in stream:
+            if out.text:
+                break  # the client goes away mid-decode
+    assert engine.pending() == 0
+    for _ in range(100):  # the idle engine hands the batch's memory back within a few seconds
+        if not lane.runner.batches:
+            break
+        await asyncio.sleep(0.1)
+    assert not lane.runner.batches
+    _, result = await transcribe(engine, synthesize(SENTENCES[4]))
+    assert wer(SENTENCES[4], result.text) < 0.2

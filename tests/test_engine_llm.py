@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 import torch
 
-from engine.async_engine import AsyncEngine
 from engine.config import EngineConfig, default_cache_dir
-from engine.kv_cache import KVCache
+from engine.core import Engine
+from engine.llm.kv_cache import KVCache
 from engine.models.llm_loader import load_llm
 from engine.models.paged_llama import AttentionMetadata, PagedLlama
 from engine.models.quantize import quantize_llm_int8
@@ -51,7 +51,7 @@ def bundle():
 
 @pytest_asyncio.fixture(scope="module")
 async def engine():
-    engine = AsyncEngine.load(EngineConfig(asr=[], max_num_seqs=32))
+    engine = Engine.load(EngineConfig(asr=[], max_num_seqs=32))
     await engine.start()
     yield engine
     await engine.stop()
@@ -65,7 +65,7 @@ def chat_ids(tokenizer, prompt: str) -> list[int]:
     )
 
 
-async def run(engine: AsyncEngine, prompt: str | list[int], **params) -> tuple[list[int], str, str | None]:
+async def run(engine: Engine, prompt: str | list[int], **params) -> tuple[list[int], str, str | None]:
     ids = chat_ids(engine.tokenizer, prompt) if isinstance(prompt, str) else prompt
     tokens: list[int] = []
     text = ""
@@ -174,7 +174,7 @@ async def test_cancel_frees_slot_and_cache(engine):
 
 async def test_full_kv_cache_queues_instead_of_dropping():
     # 8 blocks of 16 tokens: room for about two of these requests at a time.
-    engine = AsyncEngine.load(EngineConfig(asr=[], kv_cache_tokens=128, max_model_len=128))
+    engine = Engine.load(EngineConfig(asr=[], kv_cache_tokens=128, max_model_len=128))
     await engine.start()
     try:
         results = await asyncio.gather(*[run(engine, p, max_tokens=24, temperature=0) for p in PROMPTS[:6]])

@@ -1,5 +1,6 @@
 """Bad input gets an error event and the session stays usable; limits close with final text, an error,
-and the right close code. The limit, auth and shutdown tests run an in-process app with a fake engine."""
+and the right close code. The limit, auth and shutdown tests run the in-process app (server/app.py's
+create_app) with a fake engine."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from clients.realtime_client import chunks, pcm16_base64
+from engine.config import EngineConfig
 from engine.request import TranscriptionOutput, TranscriptionRequest, TranscriptionResult, TranscriptSegment
-from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY, ServerSettings
-from realtime.routes import SESSIONS_KEY, setup_realtime_routes
+from realtime.limits import RealtimeLimits
+from realtime.routes import SESSIONS_KEY
+from server.app import create_app
+from server.settings import ServerSettings
 from tests.speech import synthesize, wer
 
 MODEL = "whisper-tiny.en"
@@ -191,6 +195,7 @@ class FakeEngine:
 
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay
+        self.device = "cpu"
         self.llm_name = None
         self.tokenizer = None
         self.max_model_len = 2048
@@ -198,6 +203,15 @@ class FakeEngine:
         self.started = 0
         self.finished = 0
         self.aborted = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def drain(self, timeout_s: float) -> bool:
+        return True
+
+    async def stop(self) -> None:
+        pass
 
     async def transcribe(self, request: TranscriptionRequest) -> AsyncIterator[TranscriptionOutput]:
         self.started += 1
@@ -221,12 +235,12 @@ class FakeEngine:
 async def fake_server():
     servers: list[TestServer] = []
 
-    async def start(engine: FakeEngine | None = None, **settings) -> tuple[str, web.Application, FakeEngine]:
+    async def start(
+        engine: FakeEngine | None = None, api_key: str | None = None, **limits
+    ) -> tuple[str, web.Application, FakeEngine]:
         engine = engine or FakeEngine()
-        app = web.Application()
-        app[ENGINE_KEY] = engine  # type: ignore[assignment]
-        app[SETTINGS_KEY] = ServerSettings(**settings)
-        setup_realtime_routes(app)
+        settings = ServerSettings(api_key=api_key, realtime=RealtimeLimits(**limits))
+        app = create_app(EngineConfig(llm=None, asr=[]), settings=settings, engine=engine)  # type: ignore[arg-type]
         srv = TestServer(app, host="127.0.0.1")
         await srv.start_server()
         servers.append(srv)

@@ -12,7 +12,7 @@ import websockets
 from clients.realtime_client import chunks, pcm16_base64
 from engine.request import TranscriptionResult, TranscriptSegment
 from realtime.session import StreamingSettings
-from realtime.transcriber import LocalAgreement, TurnTranscriber
+from realtime.transcriber import EngineDecoder, LocalAgreement, TurnTranscriber
 from tests.conftest import metric
 from tests.speech import synthesize, wer
 
@@ -148,8 +148,6 @@ async def test_partials_and_finals_use_their_own_encoder_context():
     import numpy as np
 
     from engine.request import Priority, TranscriptionOutput, TranscriptionRequest
-    from realtime.handler import make_decoder
-    from realtime.session import SessionConfig
 
     seen: list[TranscriptionRequest] = []
 
@@ -159,7 +157,7 @@ async def test_partials_and_finals_use_their_own_encoder_context():
             yield TranscriptionOutput("hi", TranscriptionResult("hi", "en", 1.0, [], 1))
 
     settings = StreamingSettings(min_encoder_context_s=8.0, partial_min_encoder_context_s=4.0)
-    decode = make_decoder(RecordingEngine(), SessionConfig(asr_model=MODEL), settings)
+    decode = EngineDecoder(RecordingEngine(), MODEL, None, settings)  # type: ignore[arg-type]
     audio = np.zeros(16000, dtype=np.float32)
     await decode(audio, None, False, True, None)
     await decode(audio, None, False, False, [11, 12])
@@ -194,3 +192,77 @@ async def test_turn_deltas_concatenate_to_the_final_transcript():
     assert all(prompt == "earlier words" for _, prompt, _ in decoder.calls)
     # Each decode of the growing turn is drafted with the one before it.
     assert decoder.drafts == [None] + [scripted_tokens(text) for text in decoder.texts[:3]]
+
+
+async def test_a_shed_preview_produces_nothing_and_the_next_append_asks_again():
+    """The ASR scheduler may end a preview with `skipped`: no delta, and the turn asks again right away."""
+    import numpy as np
+
+    from engine.interface import ASRModelInfo
+    from engine.request import Priority, TranscriptionOutput, TranscriptionRequest
+    from realtime.audio_input import AudioInput
+    from realtime.session import SessionConfig
+
+    class SheddingEngine:
+        asr_models = {MODEL: ASRModelInfo(MODEL, False)}
+
+        def __init__(self, shed: int) -> None:
+            self.shed = shed
+            self.previews = 0
+
+        async def transcribe(self, request: TranscriptionRequest):
+            if request.priority == Priority.PREVIEW:
+                self.previews += 1
+                if self.previews <= self.shed:
+                    yield TranscriptionOutput("", skipped=True)
+                    return
+            seg = TranscriptSegment(0, 0.0, 1.0, "hello world", scripted_tokens("hello world"))
+            yield TranscriptionOutput("hello world", TranscriptionResult("hello world", "en", 1.0, [seg], 2))
+
+    class Listener:
+        def __init__(self) -> None:
+            self.deltas: list[str] = []
+            self.transcripts: list[str] = []
+
+        def speech_started(self, item_id: str, audio_start_ms: int) -> None: ...
+        def speech_stopped(self, item_id: str, audio_end_ms: int) -> None: ...
+        def committed(self, item_id: str) -> None: ...
+
+        def delta(self, item_id: str, text: str) -> None:
+            self.deltas.append(text)
+
+        def transcribed(self, item_id: str, transcript: str, turn: TurnTranscriber) -> None:
+            self.transcripts.append(transcript)
+
+        def transcription_failed(self, item_id: str, error: BaseException) -> None:
+            raise AssertionError(error)
+
+    engine, listener = SheddingEngine(shed=2), Listener()
+    config = SessionConfig(asr_model=MODEL, encoding="pcm16", input_rate=16000, vad=None)
+    audio = AudioInput(config, "stream", listener, engine, StreamingSettings())  # type: ignore[arg-type]
+    audio.start_stream()
+    previews_after_append = []
+    for _ in range(13):  # 100 ms appends: a preview is first due at 1.0 s
+        audio.append(np.zeros(1600, dtype=np.float32))
+        await asyncio.sleep(0.01)  # the preview (if one was asked for) runs and ends
+        previews_after_append.append(engine.previews)
+    # Shed at 1.0 s and 1.1 s, asked again on each next append; decoded at 1.2 s, next due at 1.7 s.
+    assert previews_after_append == [0] * 9 + [1, 2, 3, 3]
+    assert audio.finish_stream() is None
+    await audio.wait_transcribed()
+    assert listener.transcripts == ["hello world"]
+    assert "".join(listener.deltas) == "hello world"
+    await audio.close()
+
+
+async def test_engine_decoder_reads_a_shed_preview_as_no_result():
+    import numpy as np
+
+    from engine.request import TranscriptionOutput
+
+    class SheddingEngine:
+        async def transcribe(self, request):
+            yield TranscriptionOutput("", skipped=True)
+
+    decode = EngineDecoder(SheddingEngine(), MODEL, None, StreamingSettings())  # type: ignore[arg-type]
+    assert await decode(np.zeros(16000, dtype=np.float32), None, False, True, None) is None

@@ -1,4 +1,4 @@
-"""In-process Whisper tests: CT2 reader, CT2 -> transformers mapping, and the batched runner."""
+"""In-process Whisper tests: CT2 reader, CT2 -> transformers mapping, the batched runner, validation."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import pytest
 import torch
 
 from audio.features import N_SAMPLES, log_mel_spectrogram, pad_batch
+from engine.asr.decoding import repetition_cut
+from engine.asr.job import WhisperJob, WhisperRowOutput, encoder_positions
+from engine.asr.model_runner import WhisperRunner
+from engine.asr.validation import ASRModelLimits, validate_request
+from engine.errors import InvalidParameter
 from engine.models.ct2_reader import read_ct2
 from engine.models.whisper_loader import EMBEDDED_WHISPERS, WhisperBundle, _package_dir, load_whisper
-from engine.whisper_runner import WhisperJob, WhisperRowOutput, WhisperRunner, repetition_cut
+from engine.request import TranscriptionRequest
 from tests.speech import speech_with_pauses, synthesize, wer
 
 ctranslate2 = pytest.importorskip("ctranslate2")
@@ -92,6 +97,12 @@ def full_features(audios: list[np.ndarray]) -> torch.Tensor:
     return log_mel_spectrogram(pad_batch(audios, N_SAMPLES), 80)
 
 
+def validate(runner: WhisperRunner, audio: np.ndarray, **fields) -> None:
+    """What the ASR lane checks once per request (engine/asr/validation.py)."""
+    request = TranscriptionRequest(audio, runner.bundle.name, **fields)
+    validate_request(request, ASRModelLimits.of(runner.bundle))
+
+
 def run(runner: WhisperRunner, jobs: list[WhisperJob]) -> list[WhisperRowOutput]:
     batch = runner.start(jobs)
     outs = runner.step(batch)  # at least once: a row whose draft was accepted whole is done at start
@@ -126,7 +137,7 @@ def test_encoder_matches_ctranslate2(name: str, request: pytest.FixtureRequest, 
     audio = synthesize(SENTENCES[0])
     feats = full_features([audio, audio[: len(audio) // 2]])
     with torch.inference_mode():
-        ours = runner.encode(feats).numpy()
+        ours = runner.model.encode(feats).numpy()
         hf = runner.bundle.model.model.encoder(feats).last_hidden_state.numpy()
     ref = np.array(ct2_models(name).encode(ctranslate2.StorageView.from_array(feats.numpy()), to_cpu=True))
     assert ours.shape == ref.shape
@@ -149,8 +160,8 @@ def test_decoder_logits_match_transformers(tiny_runner: WhisperRunner) -> None:
         batch = tiny_runner.start([WhisperJob(audio, prompt=None)])
         # Re-run our prefill on the same prompt.
         batch.rows[0].prompt = prompt
-        tiny_runner._prefill(batch)
-        ours = tiny_runner._logits(batch.hidden)[0]
+        tiny_runner.prefill(batch)
+        ours = tiny_runner.model.logits(batch.hidden)[0]
     assert torch.allclose(ours, ref, atol=3e-4), (ours - ref).abs().max()
 
 
@@ -239,14 +250,16 @@ def test_trimmed_batch_quality(tiny_runner: WhisperRunner) -> None:
 def test_trimmed_context_minimum_is_per_job(tiny_runner: WhisperRunner) -> None:
     """A job may ask for another least context than the 10 s default."""
     two_seconds = np.zeros(32000, dtype=np.float32)
+    most = tiny_runner.model.max_source_positions
     positions = [
-        tiny_runner.encoder_positions(WhisperJob(two_seconds, encoder_context="trimmed", min_context_s=m))
+        encoder_positions(WhisperJob(two_seconds, encoder_context="trimmed", min_context_s=m), most)
         for m in (10.0, 6.0, 3.0, 1.0)
     ]
     assert positions == [500, 300, 150, 150]  # 2 s of audio + 1 s margin = 3 s at least
     for bad in (0.0, 31.0):
-        with pytest.raises(ValueError, match="min_context_s"):
-            tiny_runner.validate_job(WhisperJob(two_seconds, encoder_context="trimmed", min_context_s=bad))
+        with pytest.raises(InvalidParameter, match="min_context_s") as refused:
+            validate(tiny_runner, two_seconds, encoder_context="trimmed", min_context_s=bad)
+        assert refused.value.param == "min_context_s"
 
 
 def decode_counting_steps(runner: WhisperRunner, job: WhisperJob) -> tuple[WhisperRowOutput, int]:
@@ -298,8 +311,9 @@ def test_draft_is_verified_not_trusted(tiny_runner: WhisperRunner) -> None:
     # Sampling and timestamps decode as they would without a draft.
     ts = WhisperJob(full, with_timestamps=True, draft_tokens=drafts["the same decode"])
     assert run(tiny_runner, [ts])[0].draft_tokens == 0
-    with pytest.raises(ValueError, match="draft_tokens"):
-        tiny_runner.validate_job(WhisperJob(full, draft_tokens=[tiny_runner.bundle.eot_id]))
+    with pytest.raises(InvalidParameter, match="draft_tokens") as refused:
+        validate(tiny_runner, full, draft_tokens=[tiny_runner.bundle.eot_id])
+    assert refused.value.param == "draft_tokens"
 
 
 def test_streaming_text_grows(tiny_runner: WhisperRunner) -> None:
@@ -363,11 +377,17 @@ def test_prompt_and_sampling(tiny_runner: WhisperRunner) -> None:
 
 def test_invalid_jobs_are_rejected(tiny_runner: WhisperRunner, base_runner: WhisperRunner) -> None:
     audio = np.zeros(16000, np.float32)
-    with pytest.raises(ValueError, match="English-only"):
-        tiny_runner.start([WhisperJob(audio, task="translate")])
-    with pytest.raises(ValueError, match="unknown language"):
-        base_runner.validate_job(WhisperJob(audio, language="klingon"))
-    base_runner.validate_job(WhisperJob(audio, language="French"))
+    with pytest.raises(InvalidParameter, match="English-only") as refused:
+        validate(tiny_runner, audio, task="translate")
+    assert refused.value.param == "task"
+    with pytest.raises(InvalidParameter, match="unknown language") as refused:
+        validate(base_runner, audio, language="klingon")
+    assert refused.value.param == "language"
+    for field, value in [("temperature", -1.0), ("temperature", float("nan")), ("encoder_context", "half")]:
+        with pytest.raises(InvalidParameter) as refused:
+            validate(base_runner, audio, **{field: value})
+        assert refused.value.param == field
+    validate(base_runner, audio, language="French")
 
 
 def test_silence_and_empty_audio_finish(tiny_runner: WhisperRunner) -> None:
@@ -457,3 +477,28 @@ def test_int8_encoder_keeps_transcripts(whisper_cache: Path, tiny_runner: Whispe
     fp32 = [wer(s, o.text) for s, o in zip(sentences, run(tiny_runner, jobs), strict=True)]
     int8 = [wer(s, o.text) for s, o in zip(sentences, run(WhisperRunner(bundle, "cpu"), jobs), strict=True)]
     assert np.mean(int8) <= np.mean(fp32) + 0.02, (fp32, int8)
+
+
+def test_runner_executes_a_plan_and_fails_batches_alone(tiny_runner: WhisperRunner) -> None:
+    """The ASR runner takes a plan of batch ids and returns plain data; a batch that fails to start fails
+    alone, and the rest of the model's step still merges and advances."""
+    from engine.asr.plan import ASRPlan, BatchStart, ModelStep
+    from engine.asr.runner import ASRRunner
+
+    runner = ASRRunner({"whisper-tiny.en": tiny_runner})
+    good = (WhisperJob(synthesize(SENTENCES[0]), encoder_context="trimmed"),)
+    broken = (WhisperJob(audio=None),)  # type: ignore[arg-type]  # np.asarray(None)[:n] raises
+    step = ModelStep("whisper-tiny.en", (BatchStart(1, broken), BatchStart(2, good)), (), merged_id=3)
+    with torch.inference_mode():
+        result = runner.run(ASRPlan(cancels=(), models=(step,)))
+        assert set(result.errors) == {1} and not result.merges and list(result.outputs) == [2]
+        assert list(runner.batches) == [2]
+        later = ModelStep("whisper-tiny.en", (BatchStart(4, good),), (2,), merged_id=5)
+        result = runner.run(ASRPlan(cancels=(), models=(later,)))
+        assert [(m.batch_id, [i for i, _ in m.kept]) for m in result.merges] == [(5, [4, 2])]
+        assert list(result.outputs) == [5] and list(runner.batches) == [5]
+        while not all(out.finished for out in result.outputs[5]):
+            result = runner.run(ASRPlan(cancels=(), models=(ModelStep("whisper-tiny.en", (), (5,), None),)))
+    assert not runner.batches  # a finished batch is freed at once
+    texts = [out.text for out in result.outputs[5]]
+    assert texts == [run(tiny_runner, list(good))[0].text] * 2

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from engine.kv_cache import KVCache
+from engine.llm.kv_cache import KVCache
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Load a Whisper model: an embedded CTranslate2 package, a local CT2 or HF directory, or a hub id.
 
-CTranslate2 weights are mapped onto transformers' WhisperForConditionalGeneration once, and
-the result is saved as safetensors under the cache dir so that later starts skip the conversion.
+CTranslate2 weights are mapped onto transformers' WhisperForConditionalGeneration once (whisper_ct2.py),
+and the result is saved as safetensors under the cache dir so that later starts skip the conversion.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tokenizers import AddedToken
 from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 from transformers.utils import logging as hf_logging
 
-from engine.models.ct2_reader import CT2Model, read_ct2
+from engine.models.ct2_reader import read_ct2
+from engine.models.whisper_ct2 import ct2_to_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -86,112 +86,6 @@ def _package_dir(package: str) -> Path:
 
 
 # --------------------------------------------------------------------------- CT2 -> transformers
-
-
-def _dequantized(model: CT2Model, name: str) -> np.ndarray:
-    value = model.variables[name]
-    scale = model.variables.get(name + "_scale")
-    if value.dtype == np.int8 and scale is not None:
-        # CT2 int8: weight = round(w * scale) per output row.
-        return value.astype(np.float32) / scale.astype(np.float32).reshape(-1, *([1] * (value.ndim - 1)))
-    if value.dtype == np.int16 and scale is not None:
-        return value.astype(np.float32) / float(scale)
-    return value.astype(np.float32)
-
-
-def _count_layers(names: list[str], prefix: str) -> int:
-    pattern = re.compile(rf"^{prefix}/layer_(\d+)/")
-    return 1 + max((int(m.group(1)) for n in names if (m := pattern.match(n))), default=-1)
-
-
-def _scalar(model: CT2Model, name: str, default: int) -> int:
-    value = model.variables.get(name)
-    return int(value) if value is not None and value.ndim == 0 else default
-
-
-def ct2_to_state_dict(ct2: CT2Model) -> tuple[dict[str, torch.Tensor], dict]:
-    """Invert ctranslate2's WhisperLoader: CT2 variables -> (HF state dict, WhisperConfig kwargs)."""
-    names = list(ct2.variables)
-
-    def t(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(_dequantized(ct2, name)))
-
-    sd: dict[str, torch.Tensor] = {}
-
-    def linear(hf: str, ct: str) -> None:
-        sd[f"{hf}.weight"] = t(f"{ct}/weight")
-        if f"{ct}/bias" in ct2.variables:
-            sd[f"{hf}.bias"] = t(f"{ct}/bias")
-
-    def layer_norm(hf: str, ct: str) -> None:
-        sd[f"{hf}.weight"] = t(f"{ct}/gamma")
-        sd[f"{hf}.bias"] = t(f"{ct}/beta")
-
-    def split_attention(hf: str, ct: str, fused: str, parts: tuple[str, ...]) -> None:
-        # CT2 fuses [q; k; v] (self-attention) or [k; v] (cross-attention); k_proj has no bias in HF.
-        weight = t(f"{ct}/{fused}/weight")
-        bias = t(f"{ct}/{fused}/bias") if f"{ct}/{fused}/bias" in ct2.variables else None
-        for i, (w, part) in enumerate(zip(weight.chunk(len(parts)), parts, strict=True)):
-            sd[f"{hf}.{part}_proj.weight"] = w.contiguous()
-            if bias is not None and part != "k":
-                sd[f"{hf}.{part}_proj.bias"] = bias.chunk(len(parts))[i].contiguous()
-
-    enc, dec = "model.encoder", "model.decoder"
-    sd[f"{enc}.conv1.weight"] = t("encoder/conv1/weight")
-    sd[f"{enc}.conv1.bias"] = t("encoder/conv1/bias")
-    sd[f"{enc}.conv2.weight"] = t("encoder/conv2/weight")
-    sd[f"{enc}.conv2.bias"] = t("encoder/conv2/bias")
-    sd[f"{enc}.embed_positions.weight"] = t("encoder/position_encodings/encodings")
-    layer_norm(f"{enc}.layer_norm", "encoder/layer_norm")
-    num_enc = _count_layers(names, "encoder")
-    for i in range(num_enc):
-        hf, ct = f"{enc}.layers.{i}", f"encoder/layer_{i}"
-        split_attention(f"{hf}.self_attn", f"{ct}/self_attention", "linear_0", ("q", "k", "v"))
-        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
-        layer_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
-        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
-        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
-        layer_norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
-
-    sd[f"{dec}.embed_tokens.weight"] = t("decoder/embeddings/weight")
-    sd[f"{dec}.embed_positions.weight"] = t("decoder/position_encodings/encodings")
-    layer_norm(f"{dec}.layer_norm", "decoder/layer_norm")
-    num_dec = _count_layers(names, "decoder")
-    for i in range(num_dec):
-        hf, ct = f"{dec}.layers.{i}", f"decoder/layer_{i}"
-        split_attention(f"{hf}.self_attn", f"{ct}/self_attention", "linear_0", ("q", "k", "v"))
-        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
-        layer_norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
-        linear(f"{hf}.encoder_attn.q_proj", f"{ct}/attention/linear_0")
-        split_attention(f"{hf}.encoder_attn", f"{ct}/attention", "linear_1", ("k", "v"))
-        linear(f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2")
-        layer_norm(f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm")
-        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
-        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
-        layer_norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
-
-    projection = "decoder/projection/weight"
-    if projection in ct2.variables and not np.array_equal(
-        ct2.variables[projection], ct2.variables["decoder/embeddings/weight"]
-    ):
-        sd["proj_out.weight"] = t(projection)
-
-    vocab_size, d_model = sd[f"{dec}.embed_tokens.weight"].shape
-    shapes = dict(
-        vocab_size=vocab_size,
-        num_mel_bins=sd[f"{enc}.conv1.weight"].shape[1],
-        d_model=d_model,
-        encoder_layers=num_enc,
-        decoder_layers=num_dec,
-        encoder_attention_heads=_scalar(ct2, "encoder/num_heads", d_model // 64),
-        decoder_attention_heads=_scalar(ct2, "decoder/num_heads", d_model // 64),
-        encoder_ffn_dim=sd[f"{enc}.layers.0.fc1.weight"].shape[0],
-        decoder_ffn_dim=sd[f"{dec}.layers.0.fc1.weight"].shape[0],
-        max_source_positions=sd[f"{enc}.embed_positions.weight"].shape[0],
-        max_target_positions=sd[f"{dec}.embed_positions.weight"].shape[0],
-        tie_word_embeddings="proj_out.weight" not in sd,
-    )
-    return sd, shapes
 
 
 def _build_tokenizer(tokenizer_json: Path, vocab_size: int) -> WhisperTokenizer:

@@ -149,7 +149,7 @@ async function loadModels() {
     }
     const models = Array.isArray(body.data) ? body.data : [];
     const asr = models.filter(isAsrModel).map((m) => m.id);
-    const llm = models.filter((m) => !isAsrModel(m)).map((m) => m.id);
+    const llm = models.filter((m) => !isAsrModel(m) && !m.task).map((m) => m.id); // task: a pooling model
     // An English-only model is the fast, accurate default for English speech.
     fillSelect(
       ui.asrModel,

@@ -1,0 +1,118 @@
+"""The LLM lane: continuous batching of generation requests (scheduler.py) run by runner.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from engine.config import EngineConfig
+from engine.errors import InvalidParameter
+from engine.llm.blocks import BlockManager
+from engine.llm.detokenizer import IncrementalDetokenizer
+from engine.llm.kv_cache import KVCache
+from engine.llm.runner import LLMRunner
+from engine.llm.scheduler import LLMBatch, LLMScheduler
+from engine.llm.sequence import Sequence, StepTokens
+from engine.models.llm_loader import load_llm
+from engine.models.paged_llama import PagedLlama
+from engine.models.quantize import quantize_llm_int8
+from engine.request import GenerationRequest
+from engine.stats import EngineStats
+
+
+class LLMLane:
+    name = "llm"
+
+    def __init__(
+        self, model_name: str, tokenizer: Any, scheduler: LLMScheduler, runner: LLMRunner, stats: EngineStats
+    ) -> None:
+        self.model_name = model_name
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.runner = runner
+        self.stats = stats
+        self.max_model_len = scheduler.max_model_len
+        self.vocab_size = runner.model.vocab_size
+
+    # ---- requests (event loop) ----
+
+    def add(self, request: GenerationRequest, outputs: asyncio.Queue) -> Sequence:
+        params = request.params
+        params.validate(self.vocab_size)
+        ids = request.prompt_token_ids
+        if not ids:
+            raise InvalidParameter("prompt", "the prompt is empty")
+        if any(not 0 <= t < self.vocab_size for t in ids):
+            raise InvalidParameter("prompt", "the prompt has token ids outside the vocabulary")
+        if len(ids) + params.max_tokens > self.max_model_len:
+            raise InvalidParameter(
+                "max_tokens",
+                f"this model's maximum context length is {self.max_model_len} tokens; the prompt has "
+                f"{len(ids)} and max_tokens asks for {params.max_tokens} more",
+                code="context_length_exceeded",
+            )
+        seq = Sequence(list(ids), params, request.priority, outputs)
+        seq.detokenizer = IncrementalDetokenizer(
+            self.tokenizer, list(params.stop), params.skip_special_tokens, params.include_stop_str_in_output
+        )
+        self.scheduler.add(seq)
+        return seq
+
+    def abort(self, seq: Sequence) -> None:
+        if seq.finish_reason is None:
+            seq.aborted = True
+
+    def pending(self) -> int:
+        return self.scheduler.pending()
+
+    def fail_all(self, error: BaseException) -> None:
+        self.scheduler.fail_all(error)
+
+    def idle_release(self) -> Callable[[], int] | None:
+        """The KV pages a burst touched go back to the OS once every block is free again."""
+        runs = self.scheduler.blocks.take_releasable()
+        return partial(self.runner.cache.release_blocks, runs) if runs else None
+
+    # ---- the step ----
+
+    def schedule(self) -> LLMBatch | None:
+        return self.scheduler.schedule()
+
+    def run(self, batch: LLMBatch) -> list[StepTokens]:
+        return self.runner.run(batch)
+
+    def postprocess(self, batch: LLMBatch, sampled: list[StepTokens]) -> None:
+        made = self.scheduler.postprocess(batch, sampled)
+        if not batch.is_prefill:
+            self.stats.count_generated(made)
+
+    def fail(self, batch: LLMBatch, error: BaseException) -> None:
+        self.scheduler.fail(batch, error)
+
+
+def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLMLane | None:
+    """Load config.llm (blocking) and size its paged KV cache; None when no LLM is configured."""
+    if not config.llm:
+        return None
+    bundle = load_llm(config.llm, config.cache_dir, device)
+    model = bundle.model
+    if config.quantize == "int8":
+        if device != "cpu":
+            raise ValueError("--quantize int8 is a CPU option")
+        model = quantize_llm_int8(model)
+    max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
+    paged = PagedLlama(model, max_model_len)
+    block_size = config.kv_block_size
+    num_blocks = max(config.kv_cache_tokens // block_size, -(-max_model_len // block_size))
+    dtype = next(model.model.embed_tokens.parameters()).dtype
+    cache = KVCache.allocate(
+        paged.num_layers, num_blocks, block_size, paged.num_kv_heads, paged.head_dim, dtype, device
+    )
+    scheduler = LLMScheduler(
+        BlockManager(num_blocks, block_size), config.max_num_seqs, config.max_prefill_tokens, max_model_len,
+        bundle.eos_token_ids, stats,
+    )  # fmt: skip
+    stats.kv_blocks_total = num_blocks
+    return LLMLane(bundle.name, bundle.tokenizer, scheduler, LLMRunner(paged, cache, device), stats)

@@ -1,0 +1,177 @@
+"""Continuous batching for the LLM: admit waiting sequences, decode the running ones, retire finished ones."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.llm.blocks import BlockManager
+from engine.llm.sequence import Sequence, SequenceStatus, StepTokens
+from engine.request import FinishReason, GenerationOutput, Priority
+from engine.stats import EngineStats
+
+
+@dataclass
+class LLMBatch:
+    """One step's LLM work: packed prefills or one decode token per running sequence, never both.
+
+    The runner only reads it. `released` lists sequences finished since the last batch, so the runner
+    can drop what it keeps for them (seeded random generators)."""
+
+    seqs: list[Sequence]
+    is_prefill: bool
+    released: list[int] = field(default_factory=list)
+
+
+class LLMScheduler:
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_prefill_tokens: int, max_model_len: int,
+                 eos_token_ids: list[int], stats: EngineStats) -> None:  # fmt: skip
+        self.blocks = blocks
+        self.max_num_seqs = max_num_seqs
+        self.max_prefill_tokens = max_prefill_tokens
+        self.max_model_len = max_model_len
+        self.eos_token_ids = set(eos_token_ids)
+        self.stats = stats
+        self.waiting: dict[Priority, deque[Sequence]] = {p: deque() for p in Priority}
+        self.running: list[Sequence] = []
+        self._released: list[int] = []
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting[seq.priority].append(seq)
+
+    def schedule(self) -> LLMBatch | None:
+        self._retire_aborted()
+        batch = self._schedule_prefill()
+        if batch is None and self.running:
+            batch = self._schedule_decode()
+        if batch is not None:
+            batch.released, self._released = self._released, []
+        self._update_stats()
+        return batch
+
+    def _schedule_prefill(self) -> LLMBatch | None:
+        admitted: list[Sequence] = []
+        tokens = 0
+        for priority in Priority:
+            queue = self.waiting[priority]
+            while queue and len(self.running) + len(admitted) < self.max_num_seqs:
+                seq = queue[0]
+                if admitted and tokens + seq.num_tokens > self.max_prefill_tokens:
+                    break
+                if not self.blocks.can_allocate(seq):
+                    break  # the cache is full: it waits, it is never dropped
+                queue.popleft()
+                self.blocks.allocate(seq)
+                seq.status = SequenceStatus.RUNNING
+                admitted.append(seq)
+                tokens += seq.num_tokens
+        if not admitted:
+            return None
+        self.running.extend(admitted)
+        return LLMBatch(admitted, is_prefill=True)
+
+    def _schedule_decode(self) -> LLMBatch:
+        # Make room for this step's token; when blocks run out, the newest sequences yield
+        # theirs and go back to the front of the queue (recomputed later: nothing is lost).
+        scheduled: list[Sequence] = []
+        candidates = sorted(self.running, key=lambda s: (s.priority, s.seq_id))
+        while candidates:
+            seq = candidates.pop(0)
+            while not self.blocks.can_append(seq) and candidates:
+                self._preempt(candidates.pop())
+            if not self.blocks.can_append(seq):
+                self._preempt(seq)
+                continue
+            self.blocks.append_slot(seq)
+            scheduled.append(seq)
+        return LLMBatch(scheduled, is_prefill=False)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.blocks.free(seq)
+        seq.status = SequenceStatus.WAITING
+        self.running.remove(seq)
+        self.waiting[seq.priority].appendleft(seq)
+
+    def _retire_aborted(self) -> None:
+        for seq in [s for s in self.running if s.aborted]:
+            self._finish(seq, "abort")
+        for queue in self.waiting.values():
+            for seq in [s for s in queue if s.aborted]:
+                queue.remove(seq)
+                self._finish(seq, "abort")
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        seq.finish_reason = reason
+        seq.status = SequenceStatus.FINISHED
+        self.blocks.free(seq)
+        self._released.append(seq.seq_id)
+        if seq in self.running:
+            self.running.remove(seq)
+        if reason == "abort":
+            self.stats.llm_requests_aborted += 1
+        else:
+            self.stats.llm_requests_finished += 1
+
+    def fail(self, batch: LLMBatch, error: BaseException) -> None:
+        """The batch's step raised: its requests end with `error` (retired at the next schedule)."""
+        for seq in batch.seqs:
+            seq.aborted = True
+            seq.outputs.put_nowait(error)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Shutdown: every unfinished request gets `error`."""
+        for seq in list(self.running) + [s for q in self.waiting.values() for s in q]:
+            seq.outputs.put_nowait(error)
+
+    def pending(self) -> int:
+        return len(self.running) + sum(len(q) for q in self.waiting.values())
+
+    def postprocess(self, batch: LLMBatch, sampled: list[StepTokens]) -> int:
+        """Record each sequence's new token, stream it out, retire finished sequences. Returns tokens made."""
+        if batch.is_prefill:
+            self.stats.prompt_tokens_total += sum(s.num_tokens for s in batch.seqs)
+        else:
+            self.stats.llm_last_batch_size = len(batch.seqs)
+            self.stats.llm_max_batch_size = max(self.stats.llm_max_batch_size, len(batch.seqs))
+        for seq, step in zip(batch.seqs, sampled, strict=True):
+            if seq.status is not SequenceStatus.RUNNING or seq.aborted:
+                continue  # aborted while the step ran; retired at the next schedule()
+            self._append(seq, step)
+        self._update_stats()
+        return len(sampled)
+
+    def _append(self, seq: Sequence, step: StepTokens) -> None:
+        seq.output_token_ids.append(step.token_id)
+        seq.num_cached_tokens = seq.num_tokens - 1
+        params = seq.params
+        assert seq.detokenizer is not None
+        matched: int | str | None = None
+        reason: FinishReason | None = None
+        if step.token_id in params.stop_token_ids or (
+            not params.ignore_eos and step.token_id in self.eos_token_ids
+        ):
+            matched, reason = step.token_id, "stop"
+        else:
+            stop_string = seq.detokenizer.add_token(step.token_id)
+            if stop_string is not None:
+                matched, reason = stop_string, "stop"
+            elif len(seq.output_token_ids) >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+                reason = "length"
+        if reason is not None:
+            self._finish(seq, reason)
+        seq.outputs.put_nowait(
+            GenerationOutput(
+                token_ids=[step.token_id],
+                text=seq.detokenizer.release(finished=reason is not None),
+                logprobs=[step.logprob] if step.logprob is not None else None,
+                finish_reason=reason,
+                prompt_tokens=len(seq.prompt_token_ids),
+                completion_tokens=len(seq.output_token_ids),
+                matched_stop=matched,
+            )
+        )
+
+    def _update_stats(self) -> None:
+        self.stats.llm_waiting = sum(len(q) for q in self.waiting.values())
+        self.stats.llm_running = len(self.running)
+        self.stats.kv_blocks_used = self.blocks.num_used

@@ -1,0 +1,19 @@
+"""The HTTP front end's own limits (the server's settings compose them with the other front ends')."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class HTTPLimits:
+    max_audio_bytes: int = 25 * MiB  # upload limit for /v1/audio/*
+    max_audio_seconds: float = 3600.0  # decoded duration limit for /v1/audio/* (decoding stops past it)
+    max_json_bytes: int = 8 * MiB  # limit for JSON request bodies
+    # The work one request may ask for (http_api/budget.py): sequences are prompts x n; tokens are every
+    # sequence's prompt plus the most it may generate.
+    max_sequences_per_request: int = 128
+    max_tokens_per_request: int = 131072
+    trust_request_chat_template: bool = False  # render a chat_template sent with a request (else a 400)

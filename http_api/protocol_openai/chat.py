@@ -1,0 +1,187 @@
+"""POST /v1/chat/completions bodies, and the chat message the tokenize route shares."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+
+from http_api.errors import APIError, bad_request, unsupported
+from http_api.protocol_openai.common import RequestModel, ResponseModel, SamplingFields, Usage
+
+MEDIA_PART_TYPES = ("image_url", "input_image", "image", "input_audio", "audio_url", "file", "video_url")
+
+
+class ChatMessage(RequestModel):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[Any] | None = None
+    tool_call_id: str | None = None
+    function_call: Any | None = None
+    refusal: str | None = None
+
+    def to_template(self, index: int) -> dict[str, str]:
+        """The {role, content} dict a chat template expects; anything the model cannot take is a 400."""
+        where = f"messages[{index}]"
+        if self.role in ("tool", "function"):
+            raise unsupported(f"{where}.role", "tool calling is not supported")
+        if self.tool_calls or self.function_call:
+            raise unsupported(f"{where}.tool_calls", "tool calling is not supported")
+        role = "system" if self.role == "developer" else self.role
+        if self.content is None:
+            if role != "assistant":
+                raise bad_request(
+                    f"{where}.content is required for role '{self.role}'", param=f"{where}.content"
+                )
+            return {"role": role, "content": ""}
+        if isinstance(self.content, str):
+            return {"role": role, "content": self.content}
+        texts: list[str] = []
+        for j, part in enumerate(self.content):
+            kind = part.get("type")
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif kind in MEDIA_PART_TYPES:
+                raise APIError(
+                    f"{where}.content[{j}] is a '{kind}' part, but the served model only reads text",
+                    param=f"{where}.content[{j}].type",
+                    code="unsupported_content_type",
+                )
+            elif kind == "refusal" and role == "assistant":
+                texts.append(str(part.get("refusal", "")))
+            else:
+                raise bad_request(
+                    f"{where}.content[{j}] must be a text part {{'type': 'text', 'text': ...}}",
+                    param=f"{where}.content[{j}]",
+                )
+        return {"role": role, "content": "\n".join(texts)}
+
+
+class ResponseFormat(RequestModel):
+    type: str
+    json_schema: Any | None = None
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = None
+    max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
+    max_completion_tokens: int | None = None
+    response_format: ResponseFormat | None = None
+    modalities: list[str] | None = None
+    chat_template: str | None = None  # vLLM's: refused unless --trust-request-chat-template
+    chat_template_kwargs: dict[str, Any] | None = None
+    # Accepted and ignored: they change nothing for a local, stateless server.
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    # Declared so they get a clear "not supported" instead of "unrecognized".
+    tools: Any | None = None
+    tool_choice: Any | None = None
+    functions: Any | None = None
+    function_call: Any | None = None
+    audio: Any | None = None
+    prediction: Any | None = None
+    web_search_options: Any | None = None
+    reasoning_effort: Any | None = None
+    verbosity: Any | None = None
+
+    def check_supported(self) -> None:
+        self.check_stream_options()
+        for name in ("tools", "functions"):
+            if getattr(self, name):
+                raise unsupported(name, "tool calling is not supported")
+        if self.tool_choice not in (None, "none"):
+            raise unsupported("tool_choice", "tool calling is not supported")
+        if self.function_call not in (None, "none"):
+            raise unsupported("function_call", "tool calling is not supported")
+        for name in ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"):
+            if getattr(self, name) is not None:
+                raise unsupported(name)
+        if self.response_format is not None and self.response_format.type != "text":
+            raise unsupported("response_format", "only {'type': 'text'} is available")
+        if self.modalities is not None and self.modalities != ["text"]:
+            raise unsupported("modalities", "the served model only writes text")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise bad_request("top_logprobs requires logprobs to be true", param="top_logprobs")
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def logprobs_k(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class TopLogprobEntry(ResponseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(ResponseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprobEntry]
+
+
+class ChatChoiceLogprobs(ResponseModel):
+    content: list[ChatTokenLogprob] | None
+    refusal: list[ChatTokenLogprob] | None = None
+
+
+class AssistantMessage(ResponseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: str | None = None
+
+
+class ChatChoice(ResponseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: ChatChoiceLogprobs | None = None
+    finish_reason: str | None
+
+
+class ChatCompletion(ResponseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class ChatDelta(ResponseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(ResponseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatChoiceLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(ResponseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+    def to_json(self, with_usage_field: bool) -> dict:
+        body = self.model_dump(exclude={"usage"} if not with_usage_field else None)
+        for choice in body["choices"]:
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        return body
