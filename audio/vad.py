@@ -135,3 +135,38 @@ class VoiceActivityDetector:
         else:
             self._silence_samples = 0
         return None
+
+
+# A whole-file check is lenient: a file is judged to hold no speech only when no frame looks even a
+# little like it. Measured on the test clips: speech peaks above 0.9 (plain, at 1/20 volume, under
+# noise), speech played 3x too slow still at 0.29-0.79; white noise, mains hum, a tone and zeros stay
+# under 0.1.
+SPEECH_GATE_THRESHOLD = 0.3
+# Frames this quiet (about -74 dBFS, a few 16-bit steps) hold no speech: the model is not run on them.
+QUIET_PEAK = 2e-4
+
+
+def near_silent(audio: np.ndarray) -> bool:
+    """No sample reaches QUIET_PEAK (or there are none): nothing to hear, let alone transcribe."""
+    return not len(audio) or max(float(audio.max()), -float(audio.min())) < QUIET_PEAK
+
+
+def has_speech(audio: np.ndarray, threshold: float = SPEECH_GATE_THRESHOLD) -> bool:
+    """Whether any 32 ms frame of 16 kHz `audio` looks like speech; stops at the first that does.
+
+    Costs up to about 1 ms per 32 ms frame that is not near-silent (0.6 s for 20 s of noise measured on
+    a busy two-core CPU), a small part of what Whisper would spend on the same audio.
+    """
+    model = SileroFrameModel()
+    fresh = True
+    for start in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+        frame = audio[start : start + FRAME_SAMPLES]
+        if near_silent(frame):
+            if not fresh:
+                model.reset()
+                fresh = True
+            continue
+        fresh = False
+        if model.probability(frame) >= threshold:
+            return True
+    return False

@@ -16,6 +16,11 @@ def default_cache_dir() -> Path:
 @dataclass
 class EngineConfig:
     llm: str | None = "smollm2-135m-instruct"
+    served_model_names: list[str] = field(default_factory=list)  # the LLM's names; first reported; [] = llm
+    # Default sampling values for requests that leave them unset (engine/models/generation_config.py):
+    # "auto" (the model's own), "none", or a generation_config.json (or its directory); then the override.
+    generation_config: str = "auto"
+    override_generation_config: dict[str, float] = field(default_factory=dict)
     asr: list[str] = field(default_factory=lambda: ["whisper-tiny.en"])
     # Pooling models (embeddings, scores, classifiers); the first is the default.
     embed: list[str] = field(default_factory=lambda: ["all-minilm-l6-v2"])

@@ -6,6 +6,7 @@
         ...
     async for out in engine.transcribe(TranscriptionRequest(audio, "whisper-tiny.en")):
         ...                                                              # TranscriptionOutput
+    out = await engine.pool(PoolingRequest("embed", ["a text"]))    # PoolingOutput: vectors, scores
 
 Leaving a loop early (break, exception, task cancelled) aborts the request and frees its slot.
 Scheduling and bookkeeping stay on the event loop; only the lanes' runners run on the thread.
@@ -71,7 +72,17 @@ class Engine:
 
     @property
     def llm_name(self) -> str | None:
-        return self._llm.model_name if self._llm else None
+        return self.served_model_names[0] if self._llm else None
+
+    @property
+    def served_model_names(self) -> tuple[str, ...]:
+        if self._llm is None:
+            return ()
+        return tuple(self.config.served_model_names) or (self._llm.model_name,)
+
+    @property
+    def generation_defaults(self) -> dict[str, float | int]:
+        return dict(self._llm.generation_defaults) if self._llm else {}
 
     @property
     def tokenizer(self) -> Any:

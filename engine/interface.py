@@ -27,7 +27,10 @@ class ASRModelInfo:
 
 class EngineClient(Protocol):
     device: str
-    llm_name: str | None  # None: no LLM served
+    llm_name: str | None  # None: no LLM served; else the first of served_model_names (reported in replies)
+    served_model_names: tuple[str, ...]  # every name a request may give the LLM (--served-model-name)
+    # Sampling values (SamplingParams names) a front end uses where a request leaves one unset
+    generation_defaults: dict[str, float | int]
     tokenizer: Any  # the LLM's Hugging Face tokenizer (None without an LLM)
     max_model_len: int
     vocab_size: int

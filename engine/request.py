@@ -40,6 +40,7 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: list[TopLogprob] = field(default_factory=list)
+    rank: int | None = None  # 1 for the most likely token; set for prompt logprobs
 
 
 @dataclass
@@ -53,6 +54,9 @@ class GenerationOutput:
     prompt_tokens: int
     completion_tokens: int  # cumulative
     matched_stop: int | str | None = None  # the stop token id or stop string that ended it
+    # With params.prompt_logprobs, on the first increment only: one entry per prompt token (the first
+    # is None: nothing precedes it), computed in the prefill that produced the first token.
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -89,6 +93,11 @@ class TranscriptSegment:
     end: float
     text: str
     tokens: list[int] = field(default_factory=list)
+    # OpenAI Whisper's figures for the window the segment was decoded in (verbose_json reports them):
+    # the mean log-probability of its tokens and P(<|nospeech|>); and the segment text's zlib ratio.
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
 
 
 @dataclass

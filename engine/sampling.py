@@ -26,6 +26,14 @@ class SamplingParams:
     logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # vLLM's extras. min_tokens: EOS and stop_token_ids are masked (and stop strings not matched) until
+    # this many tokens are out. allowed_token_ids: only these may be sampled. bad_words_ids: token
+    # sequences never generated (the last token of one is banned where the output ends with the rest).
+    min_tokens: int = 0
+    allowed_token_ids: list[int] | None = None
+    bad_words_ids: list[list[int]] = field(default_factory=list)
+    # None: none. k >= 0: each prompt token's logprob (and the k most likely), from the same prefill.
+    prompt_logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -63,3 +71,20 @@ class SamplingParams:
                 raise InvalidParameter(
                     "stop_token_ids", f"stop_token_ids entry {token_id} is outside the vocabulary"
                 )
+        self._validate_extras(vocab_size)
+
+    def _validate_extras(self, vocab_size: int) -> None:
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise InvalidParameter("min_tokens", "min_tokens must be between 0 and max_tokens")
+        if self.prompt_logprobs is not None and not 0 <= self.prompt_logprobs <= 20:
+            raise InvalidParameter("prompt_logprobs", "prompt_logprobs must be between 0 and 20")
+        if self.allowed_token_ids is not None:
+            if not self.allowed_token_ids:
+                raise InvalidParameter("allowed_token_ids", "allowed_token_ids must not be empty")
+            if any(not 0 <= t < vocab_size for t in self.allowed_token_ids):
+                raise InvalidParameter(
+                    "allowed_token_ids", "allowed_token_ids has ids outside the vocabulary"
+                )
+        for word in self.bad_words_ids:
+            if not word or any(not 0 <= t < vocab_size for t in word):
+                raise InvalidParameter("bad_words", "a bad word must be a non-empty run of vocabulary ids")

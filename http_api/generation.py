@@ -20,7 +20,8 @@ T = TypeVar("T")
 
 
 def require_llm(engine: EngineClient, model: str | None, param: str = "model") -> str:
-    """The served LLM's name; 404 if the request names another model or no LLM is served."""
+    """The served LLM's name (the first of --served-model-name); 404 if the request names a model that is
+    none of the LLM's names, or no LLM is served."""
     if engine.llm_name is None or engine.tokenizer is None:
         raise APIError(
             "This server serves no LLM (it was started with --llm none)",
@@ -28,7 +29,7 @@ def require_llm(engine: EngineClient, model: str | None, param: str = "model") -
             param=param,
             code="model_not_found",
         )
-    if model is not None and model != engine.llm_name:
+    if model is not None and model not in engine.served_model_names:
         raise model_not_found(model, param)
     return engine.llm_name
 
@@ -100,6 +101,8 @@ async def encode_messages(
     chat_template: str | None,
     template_kwargs: dict[str, Any] | None,
     add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+    add_special_tokens: bool = False,
 ) -> list[int]:
     """Prompt ids for chat messages, rendered off the event loop (engine/llm/chat.py)."""
     template, kwargs = request_template(chat_template, template_kwargs, limits.trust_request_chat_template)
@@ -109,6 +112,8 @@ async def encode_messages(
         chat_template=template,
         template_kwargs=kwargs,
         add_generation_prompt=add_generation_prompt,
+        continue_final_message=continue_final_message,
+        add_special_tokens=add_special_tokens,
     )
 
 
@@ -212,9 +217,12 @@ class Collected:
     matched_stop: int | str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     def add(self, out: GenerationOutput) -> None:
         self.text += out.text
+        if out.prompt_logprobs is not None:
+            self.prompt_logprobs = out.prompt_logprobs
         self.token_ids += out.token_ids
         if out.logprobs:
             self.logprobs += out.logprobs

@@ -16,4 +16,7 @@ class HTTPLimits:
     # sequence's prompt plus the most it may generate.
     max_sequences_per_request: int = 128
     max_tokens_per_request: int = 131072
+    # /v1/responses keeps at most this many responses (previous_response_id, GET), none past this age
+    responses_store_size: int = 1000
+    responses_store_ttl: float = 3600.0
     trust_request_chat_template: bool = False  # render a chat_template sent with a request (else a 400)

@@ -46,8 +46,6 @@ class SGLangSamplingParams(StrictModel):
         for name in ("json_schema", "regex", "ebnf", "structural_tag", "custom_params"):
             if getattr(self, name) is not None:
                 raise unsupported(f"{where}.{name}", "constrained decoding is not available")
-        if self.min_new_tokens:
-            raise unsupported(f"{where}.min_new_tokens")
         if self.n != 1:
             raise unsupported(f"{where}.n", "send a batch of prompts instead")
 
@@ -78,6 +76,7 @@ class SGLangSamplingParams(StrictModel):
             logprobs=logprobs,
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.no_stop_trim,
+            min_tokens=self.min_new_tokens,
         )
 
 

@@ -15,7 +15,9 @@ from http_api.app_keys import GAUGES_KEY, SETTINGS_KEY
 from http_api.demo_page import setup_demo_routes
 from http_api.limits import HTTPLimits
 from http_api.metrics import Gauge
+from http_api.request_id import echo_request_id
 from http_api.routes_pooling import add_pooling_routes
+from http_api.routes_responses import add_responses_routes
 
 
 def add_http_routes(app: web.Application) -> None:
@@ -32,6 +34,7 @@ def add_http_routes(app: web.Application) -> None:
     app.router.add_post("/tokenize", routes_meta.tokenize)
     app.router.add_post("/detokenize", routes_meta.detokenize)
     add_pooling_routes(app)  # /v1/embeddings, /pooling, /classify, /score, /rerank
+    add_responses_routes(app, app.get(SETTINGS_KEY) or HTTPLimits())  # /v1/responses[/{id}[/cancel]]
 
 
 def setup_http_api(app: web.Application, limits: HTTPLimits, gauges: Sequence[Gauge] = ()) -> None:
@@ -40,4 +43,5 @@ def setup_http_api(app: web.Application, limits: HTTPLimits, gauges: Sequence[Ga
     app[SETTINGS_KEY] = limits
     app[GAUGES_KEY] = tuple(gauges)
     add_http_routes(app)
+    app.on_response_prepare.append(echo_request_id)
     setup_demo_routes(app)

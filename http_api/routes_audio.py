@@ -19,6 +19,7 @@ from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
 from http_api.errors import APIError, bad_request, engine_error, model_not_found, parse_model
 from http_api.generation import closing
 from http_api.protocol_openai.audio import TranscriptionForm, TranscriptTextDelta, TranscriptTextDone
+from http_api.speech_gate import transcribe_speech
 
 log = logging.getLogger("rtserve.http")
 
@@ -122,7 +123,7 @@ async def handle(request: web.Request, task: Task) -> web.StreamResponse:
 
     result: TranscriptionResult | None = None
     try:
-        async with closing(engine.transcribe(job)) as outputs:
+        async with closing(transcribe_speech(engine, job)) as outputs:
             async for out in outputs:
                 result = out.result or result
     except Exception as exc:
@@ -148,7 +149,7 @@ async def stream_transcription(
     response = await sse.open_stream(request)
     text = ""
     try:
-        async with closing(engine.transcribe(job)) as outputs:
+        async with closing(transcribe_speech(engine, job)) as outputs:
             async for out in outputs:
                 if out.text:
                     # Whisper text starts with a space; OpenAI's first delta does not.

@@ -34,8 +34,14 @@ from http_api.protocol_sglang import (
     LogprobEntry,
     MetaInfo,
 )
+from http_api.sampling_defaults import with_defaults
 
-SAMPLING_NAMES = {"max_tokens": "max_new_tokens", "seed": "sampling_seed", "top_logprobs": "top_logprobs_num"}
+SAMPLING_NAMES = {
+    "max_tokens": "max_new_tokens",
+    "seed": "sampling_seed",
+    "top_logprobs": "top_logprobs_num",
+    "min_tokens": "min_new_tokens",
+}
 
 
 @dataclass
@@ -110,7 +116,8 @@ def build_requests(
             room = engine.max_model_len - len(ids)
             asked = min(DEFAULT_MAX_NEW_TOKENS, room) if room > 0 else None
         max_tokens = resolve_max_tokens(engine, len(ids), asked, "max_new_tokens", prompt_param)
-        sampling = validated(params[i].to_engine(max_tokens, logprobs), engine, SAMPLING_NAMES)
+        sampling = with_defaults(params[i].to_engine(max_tokens, logprobs), params[i], engine)
+        sampling = validated(sampling, engine, SAMPLING_NAMES)
         requests.append(GenerationRequest(list(ids), sampling))
         states.append(
             SequenceState(rid=rids[i] or uuid.uuid4().hex, prompt_tokens=len(ids), max_tokens=max_tokens)

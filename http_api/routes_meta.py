@@ -24,8 +24,11 @@ from http_api.protocol_openai.models import (
 def model_cards(engine: EngineClient) -> list[ModelCard]:
     created = int(engine.stats().started_at)
     cards = []
-    if engine.llm_name is not None:
-        cards.append(ModelCard(id=engine.llm_name, created=created, max_model_len=engine.max_model_len))
+    defaults = engine.generation_defaults
+    cards += [
+        ModelCard(id=name, created=created, max_model_len=engine.max_model_len, generation_defaults=defaults)
+        for name in engine.served_model_names  # the LLM under each of its names; the first is reported
+    ]
     cards += [ModelCard(id=name, created=created) for name in engine.asr_models]
     cards += [
         ModelCard(id=name, created=created, max_model_len=info.max_model_len, task=info.task)

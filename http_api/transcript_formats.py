@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import zlib
-
+from engine.asr.text import compression_ratio
 from engine.request import TranscriptionResult
 from http_api.protocol_openai.audio import (
     DurationUsage,
@@ -13,18 +12,6 @@ from http_api.protocol_openai.audio import (
 )
 
 WHISPER_FRAMES_PER_SECOND = 100  # `seek` is in mel frames, as in openai-whisper
-
-
-def language_name(code: str) -> str:
-    """verbose_json reports the language by name ("english"), as OpenAI does."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-    return LANGUAGES.get(code, code)
-
-
-def compression_ratio(text: str) -> float:
-    raw = text.encode("utf-8")
-    return round(len(raw) / len(zlib.compress(raw)), 4) if raw else 0.0
 
 
 def segments_of(result: TranscriptionResult) -> list[tuple[float, float, str]]:
@@ -50,13 +37,17 @@ def as_verbose_json(result: TranscriptionResult, task: str, temperature: float) 
             text=s.text,
             tokens=list(s.tokens),
             temperature=temperature,
-            compression_ratio=compression_ratio(s.text),
+            avg_logprob=s.avg_logprob,
+            compression_ratio=round(
+                s.compression_ratio if s.compression_ratio is not None else compression_ratio(s.text), 4
+            ),
+            no_speech_prob=s.no_speech_prob,
         )
         for s in result.segments
     ]
     body = TranscriptionVerboseJSON(
         task=task,  # type: ignore[arg-type]
-        language=language_name(result.language),
+        language=result.language,  # the ISO code ("en"), not the name
         duration=round(result.duration, 3),
         text=result.text.strip(),
         segments=segments,

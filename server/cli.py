@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.config import EngineConfig, default_cache_dir
 from http_api.limits import HTTPLimits, MiB
 from realtime.limits import RealtimeLimits
+from server.cli_llm import add_llm_serving_args
 from server.origins import parse_origins
 from server.settings import ServerSettings
 
@@ -173,6 +174,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p, EngineConfig())
     add_engine_args(p, EngineConfig())
     add_realtime_args(p, settings.realtime)
+    add_llm_serving_args(p, settings.http)
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log verbosity"
     )
@@ -191,6 +193,9 @@ def embed_models(values: list[str] | None) -> list[str]:
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         llm=None if args.llm.lower() == "none" else args.llm,
+        served_model_names=list(args.served_model_name or []),
+        generation_config=args.generation_config,
+        override_generation_config=args.override_generation_config or {},
         asr=asr_models(args.asr),
         embed=embed_models(args.embed),
         device=args.device,
@@ -217,6 +222,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
             max_sequences_per_request=args.max_sequences_per_request,
             max_tokens_per_request=args.max_tokens_per_request,
             trust_request_chat_template=args.trust_request_chat_template,
+            responses_store_size=args.responses_store_size,
+            responses_store_ttl=args.responses_store_ttl,
         ),
         realtime=RealtimeLimits(
             max_sessions=args.max_sessions,

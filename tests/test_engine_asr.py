@@ -13,6 +13,7 @@ from engine.asr.job import WhisperRowOutput
 from engine.asr.plan import ASRPlan, ASRResult
 from engine.asr.scheduler import ASRScheduler
 from engine.asr.task import TranscriptionTask, make_task
+from engine.asr.text import compression_ratio
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.errors import InvalidParameter
@@ -246,3 +247,41 @@ async def test_a_client_leaving_mid_decode_frees_its_batch(engine):
     assert not lane.runner.batches
     _, result = await transcribe(engine, synthesize(SENTENCES[4]))
     assert wer(SENTENCES[4], result.text) < 0.2
+
+
+# ----------------------------------------------------------------------------- silence
+
+TWENTY_SECONDS = 20 * 16000
+QUIET_NOISE = (0.003 * np.random.default_rng(1234).standard_normal(TWENTY_SECONDS)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["zeros", "noise"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"with_timestamps": True}, {"priority": Priority.REALTIME, "encoder_context": "trimmed"}],
+    ids=["http", "timestamps", "live-final"],
+)
+async def test_silence_transcribes_to_nothing(engine, kind, options):
+    """Whisper reads silence as " you" and noise as " .": the no-speech rule leaves no text, not even in
+    the stream."""
+    audio = np.zeros(TWENTY_SECONDS, np.float32) if kind == "zeros" else QUIET_NOISE
+    streamed, result = await transcribe(engine, audio, **options)
+    assert streamed == result.text == "" and result.segments == [], result.text
+    assert result.language == "en" and result.duration == 20.0
+
+
+async def test_silence_then_speech_keeps_the_speech(engine):
+    speech = speech_with_pauses(SENTENCES[:3], 0.5)
+    _, alone = await transcribe(engine, speech, with_timestamps=True)
+    silence = np.zeros(26 * 16000, np.float32)
+    streamed, result = await transcribe(
+        engine, np.concatenate([silence, QUIET_NOISE[:16000], speech]), with_timestamps=True
+    )
+    expected = " ".join(SENTENCES[:3])
+    assert streamed == result.text
+    assert wer(expected, result.text) <= max(wer(expected, alone.text), 0.05), (alone.text, result.text)
+    # Nothing made up in the silent first window: the first segment is the first sentence.
+    assert result.segments[0].start > 20 and wer(SENTENCES[0], result.segments[0].text) < 0.2
+    for segment in result.segments:  # Whisper's figures for verbose_json, from the decode that ran
+        assert -1.0 < segment.avg_logprob < 0 and 0 <= segment.no_speech_prob < 0.6
+        assert segment.compression_ratio == compression_ratio(segment.text) > 0

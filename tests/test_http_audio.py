@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import numpy as np
 import pytest
+import requests
 import soundfile as sf
 
+from tests.conftest import metric
 from tests.speech import speech_with_pauses, synthesize, wer
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it runs back into the quiet forest."
@@ -52,7 +55,7 @@ def test_verbose_json_segments(openai_client, wav, speech):
         timestamp_granularities=["segment"],
     )
     duration = len(speech) / RATE
-    assert result.language == "english"
+    assert result.language == "en"  # the ISO code, not "english"
     assert abs(result.duration - duration) < 0.05
     assert wer(TEXT, result.text) < 0.2
     assert result.segments, "verbose_json must list segments"
@@ -168,3 +171,65 @@ def test_translation_with_whisper_base(openai_client, wav):
         model="whisper-base", file=("a.wav", wav), response_format="verbose_json"
     )
     assert verbose.task == "translate" and verbose.segments
+
+
+# ---- Whisper's confidence figures, and silence
+
+
+@pytest.mark.parametrize("model", ["whisper-tiny.en", "whisper-base"])
+def test_verbose_json_confidence_figures(openai_client, wav, model):
+    result = openai_client.audio.transcriptions.create(
+        model=model, file=("speech.wav", wav), response_format="verbose_json"
+    )
+    assert result.language == "en" and wer(TEXT, result.text) < 0.2, result.text
+    assert result.segments
+    for segment in result.segments:
+        assert isinstance(segment.avg_logprob, float) and -1.0 < segment.avg_logprob < 0, segment
+        assert isinstance(segment.no_speech_prob, float) and 0 <= segment.no_speech_prob < 0.6, segment
+        assert segment.compression_ratio > 0, segment
+
+
+def windows_decoded(server) -> float:
+    return metric(requests.get(f"{server.base_url}/metrics", timeout=10).text, "rtserve_asr_windows_total")
+
+
+SILENT_FILES = {
+    "20 s of zeros": lambda: encode(np.zeros(20 * RATE, np.float32)),
+    "20 s of low noise": lambda: encode(
+        (0.003 * np.random.default_rng(7).standard_normal(20 * RATE)).astype(np.float32)
+    ),
+    "10 min of silent FLAC": lambda: encode(np.zeros(600 * RATE, np.float32), "FLAC"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["json", "verbose_json", "stream"])
+@pytest.mark.parametrize("name", list(SILENT_FILES))
+def test_no_speech_transcribes_to_nothing_without_whisper(server, openai_client, name, fmt):
+    data = SILENT_FILES[name]()
+    before, started = windows_decoded(server), time.monotonic()
+    file = ("silence.flac" if "FLAC" in name else "silence.wav", data)
+    if fmt == "stream":
+        events = list(
+            openai_client.audio.transcriptions.create(model="whisper-tiny.en", file=file, stream=True)
+        )
+        assert [e.type for e in events] == ["transcript.text.done"] and events[0].text == ""
+    else:
+        result = openai_client.audio.transcriptions.create(
+            model="whisper-tiny.en", file=file, response_format=fmt
+        )
+        assert result.text == "", result.text  # not "you you you"
+        if fmt == "verbose_json":
+            assert result.segments == [] and result.language == "en" and result.duration > 19
+    assert windows_decoded(server) == before  # the VAD heard nothing: Whisper never ran
+    assert time.monotonic() - started < 10
+
+
+def test_silence_then_speech(openai_client):
+    speech = speech_with_pauses(LONG_TEXTS[:2], pause_s=0.5)
+    audio = np.concatenate([np.zeros(26 * RATE, np.float32), speech])
+    result = openai_client.audio.transcriptions.create(
+        model="whisper-tiny.en", file=("late.wav", encode(audio)), response_format="verbose_json"
+    )
+    assert wer(" ".join(LONG_TEXTS[:2]), result.text) < 0.1, result.text
+    # Nothing made up for the silence: the first segment is the first sentence.
+    assert result.segments[0].start > 20 and wer(LONG_TEXTS[0], result.segments[0].text) < 0.2

@@ -104,7 +104,9 @@ BAD_JSON_REQUESTS: dict[str, Bad] = {
     "completion empty prompt list": Bad("/v1/completions", {"model": LLM, "prompt": []}, 400, "prompt"),
     "completion prompt wrong type": Bad("/v1/completions", {"model": LLM, "prompt": 42}, 400, "prompt"),
     "completion token outside vocab": Bad("/v1/completions", {"model": LLM, "prompt": [1, 99999999]}, 400, "prompt"),
-    "completion echo with logprobs": Bad("/v1/completions", {"model": LLM, "prompt": "x", "echo": True, "logprobs": 1}, 400, "echo"),
+    "completion best_of below n": Bad("/v1/completions", {"model": LLM, "prompt": "x", "n": 2, "best_of": 1}, 400, "best_of"),
+    "completion prompt_logprobs streamed": Bad("/v1/completions", {"model": LLM, "prompt": "x", "prompt_logprobs": 1, "stream": True}, 400, "prompt_logprobs"),
+    "completion beam search": Bad("/v1/completions", {"model": LLM, "prompt": "x", "use_beam_search": True}, 400, "use_beam_search", "unrecognized_argument"),
     "completion prompt past context": Bad("/v1/completions", {"model": LLM, "prompt": LONG, "max_tokens": 4}, 400, "max_tokens", "context_length_exceeded"),
     "generate without prompt": Bad("/generate", {"sampling_params": {"max_new_tokens": 2}}, 400, "text"),
     "generate with both prompts": Bad("/generate", {"text": "x", "input_ids": [1]}, 400, "text"),
@@ -232,7 +234,7 @@ def test_good_upload_after_bad_ones(openai_client):
 def keyed_server() -> Iterator[str]:
     """A second, small server started with --api-key (ASR only, so it loads in seconds)."""
     env = {k: v for k, v in os.environ.items() if k != "RTSERVE_API_KEY"}
-    args = ["--llm", "none", "--asr", "whisper-tiny.en", "--api-key", "sk-test-key"]
+    args = ["--llm", "none", "--embed", "none", "--asr", "whisper-tiny.en", "--api-key", "sk-test-key"]
     process = start_server(args, "server-api-key.log", env)
     try:
         yield process.base_url

@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.pooling.prepare import Encoded, Prepared
 from engine.pooling.request import PoolingModelInfo, PoolingOutput, PoolingRequest
-from engine.pooling.scheduler import PoolingScheduler
+from engine.pooling.scheduler import PoolingResult, PoolingScheduler
 from engine.pooling.task import PoolingTask
 
 MODEL = PoolingModelInfo("m", "embed", dimensions=4, max_model_len=512, normalize=True, matryoshka=None)
@@ -21,7 +21,7 @@ def task(*lengths: int) -> PoolingTask:
 
 
 def scheduler(max_tokens: int = 4096, busy_tokens: int = 256, busy: bool = False) -> PoolingScheduler:
-    return PoolingScheduler(max_tokens, busy_tokens, max_rows=256, others_busy=lambda: busy)
+    return PoolingScheduler(max_tokens, busy_tokens, max_rows=256, others_stepping=lambda: busy)
 
 
 def lengths_of(s: PoolingScheduler) -> list[list[int]]:
@@ -50,12 +50,27 @@ def test_similar_lengths_share_a_batch_up_to_the_budget():
     assert len(batches) == 3  # the 16 short rows in one batch; the 16 long ones in two (10 x 100 <= 1000)
 
 
-def test_the_budget_shrinks_while_other_lanes_have_work():
+def test_below_other_lanes_a_small_budget_and_a_share_of_the_time(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("engine.pooling.scheduler.time.monotonic", lambda: now[0])
     idle, busy = scheduler(busy=False), scheduler(busy=True)
     for s in (idle, busy):
-        s.add(task(*[64] * 32))
-    assert len(idle.schedule().rows) == 32
-    assert len(busy.schedule().rows) == 256 // 64
+        s.add(task(*[64] * 64))
+    first = busy.schedule()
+    assert first is not None and len(first.rows) == 256 // 64
+    vectors = [np.ones(4, dtype=np.float32)] * len(first.rows)
+    busy.postprocess(first, PoolingResult(vectors, seconds=0.05))
+    # The next forward waits 3 x 50 ms (a 25% share); the others' steps go on alone meanwhile.
+    assert busy.schedule() is None
+    now[0] += 0.149
+    assert busy.schedule() is None
+    now[0] += 0.002
+    assert busy.schedule() is not None
+    # Alone, pooling takes the whole budget at every step.
+    batch = idle.schedule()
+    assert batch is not None and len(batch.rows) == 64
+    idle.postprocess(batch, PoolingResult([np.ones(4, dtype=np.float32)] * 64, seconds=0.05))
+    assert idle.schedule() is None  # nothing left: every row ran
 
 
 def test_the_oldest_row_always_goes_first_and_alone_if_need_be():
@@ -75,7 +90,8 @@ def test_results_finish_the_request_and_aborts_drop_its_rows():
     batch = s.schedule()
     assert batch is not None and [r.length for r in batch.rows] == [3, 4]
     assert s.schedule() is None and s.pending() == 1
-    s.postprocess(batch, [np.array([3.0, 4.0, 0, 0], dtype=np.float32), np.ones(4, dtype=np.float32)])
+    vectors = [np.array([3.0, 4.0, 0, 0], dtype=np.float32), np.ones(4, dtype=np.float32)]
+    s.postprocess(batch, PoolingResult(vectors, seconds=0.01))
     out = done.outputs.get_nowait()
     assert isinstance(out, PoolingOutput) and out.prompt_tokens == 7
     assert np.allclose(out.data[0], [0.6, 0.8, 0, 0]) and np.allclose(out.data[1], [0.5] * 4)

@@ -27,9 +27,13 @@ class DecodeRow:
     duration: float  # seconds of audio in the job
     language: str
     prompt: list[int]
+    sot_index: int  # of <|startoftranscript|> in `prompt`: its logits give the no-speech probability
     max_new_tokens: int
     max_timestamp: int  # last allowed timestamp token index (the encoded span)
     tokens: list[int] = field(default_factory=list)  # generated, without EOT
+    logprobs: list[float] = field(default_factory=list)  # of each of `tokens`, when it was chosen
+    eot_logprob: float = 0.0  # of the EOT that ended the row (0 when something else ended it)
+    no_speech_prob: float = 0.0  # P(<|nospeech|>) right after <|startoftranscript|>
     draft: list[int] = field(default_factory=list)  # to verify at prefill; ends with EOT
     draft_accepted: int = 0
     text: str = ""

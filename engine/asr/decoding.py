@@ -4,7 +4,6 @@ and how a draft (a previous hypothesis) is verified against greedy decoding in o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -108,14 +107,22 @@ class DecodingRules:
                 chosen[i] = int(torch.multinomial(probs, 1, generator=row.generator))
         return chosen
 
+    @staticmethod
+    def logprobs_of(logits: torch.Tensor, chosen: torch.Tensor) -> list[float]:
+        """[N] log-probabilities of `chosen` under the (constrained, unscaled) [N, V] `logits`."""
+        picked = logits.gather(1, chosen.view(-1, 1)).squeeze(1)
+        return (picked - logits.logsumexp(dim=-1)).tolist()
+
     # ---- a row's tokens ----
 
-    def accept(self, row: DecodeRow, token: int) -> None:
+    def accept(self, row: DecodeRow, token: int, logprob: float) -> None:
         """Append a decoded token; EOT, a repetition loop or the token limit finish the row."""
         if token == self.eot_id:
+            row.eot_logprob = logprob
             row.finished = True
             return
         row.tokens.append(token)
+        row.logprobs.append(logprob)
         cut = repetition_cut(self.text.text_tokens(row.tokens))
         if cut is not None:
             self.text.truncate_text_tokens(row, cut)
@@ -123,10 +130,10 @@ class DecodingRules:
         elif len(row.tokens) >= row.max_new_tokens:
             row.finished = True
 
-    def accept_all(self, rows: list[DecodeRow], tokens: list[int]) -> None:
+    def accept_all(self, rows: list[DecodeRow], tokens: list[int], logprobs: list[float]) -> None:
         """One token for each row, and its text brought up to date."""
-        for row, token in zip(rows, tokens, strict=True):
-            self.accept(row, token)
+        for row, token, logprob in zip(rows, tokens, logprobs, strict=True):
+            self.accept(row, token, logprob)
             if row.finished:
                 self.text.finish(row)
             else:
@@ -134,30 +141,35 @@ class DecodingRules:
 
     # ---- drafts ----
 
+    @staticmethod
+    def draft_states(rows: list[DecodeRow], hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Per drafted row, in order: the prefill states that predict its draft tokens (the prompt's last
+        token's, then the draft's own but its last). `hidden` is the prefill's [B, S, d] output."""
+        return [hidden[i, -len(row.draft) - 1 : -1] for i, row in enumerate(rows) if row.draft]
+
     def verify_drafts(
-        self, batch: WhisperBatch, hidden: torch.Tensor, logits_of: Callable[[torch.Tensor], torch.Tensor]
+        self, batch: WhisperBatch, hidden: torch.Tensor, draft_logits: list[torch.Tensor]
     ) -> None:
         """Keep each draft's longest prefix that greedy decoding agrees with; forget the rest.
 
-        `hidden` is the prefill's [B, S, d] output. Rejected draft tokens stay in their cache columns but
-        are masked out, and the row's next position follows its last kept token, so the next step goes on
-        as if only they had been fed.
+        `hidden` is the prefill's [B, S, d] output and `draft_logits` the vocabulary logits of
+        `draft_states`. Rejected draft tokens stay in their cache columns but are masked out, and the
+        row's next position follows its last kept token, so the next step goes on as if only they had
+        been fed.
         """
         drafted = [i for i, row in enumerate(batch.rows) if row.draft]
-        # The state before draft token j predicts it: the prompt's last token, then the draft's own.
-        spans = [hidden[i, -len(batch.rows[i].draft) - 1 : -1] for i in drafted]
-        logits = logits_of(torch.cat(spans)).float() + self.suppress_bias[0]
-        choices = logits.split([span.shape[0] for span in spans])
         assert batch.key_valid is not None and batch.positions is not None and batch.hidden is not None
         batch.hidden = batch.hidden.clone()  # a view into `hidden` until now
-        for i, row_logits in zip(drafted, choices, strict=True):
+        for i, raw in zip(drafted, draft_logits, strict=True):
             row = batch.rows[i]
+            row_logits = raw.float() + self.suppress_bias[0]
             row_logits[0, self.begin_suppress] = NEG_INF
-            greedy = row_logits.argmax(dim=-1).tolist()
-            for proposed, chosen in zip(row.draft, greedy, strict=True):
+            greedy = row_logits.argmax(dim=-1)
+            logprobs = self.logprobs_of(row_logits, torch.tensor(row.draft, device=self.device))
+            for proposed, chosen, logprob in zip(row.draft, greedy.tolist(), logprobs, strict=True):
                 if proposed != chosen or row.finished:
                     break
-                self.accept(row, proposed)
+                self.accept(row, proposed, logprob)
                 row.draft_accepted += 1
             kept, rejected = row.draft_accepted, len(row.draft) - row.draft_accepted
             if rejected:

@@ -52,6 +52,7 @@ class WhisperSegment:
     end: float
     text: str
     tokens: list[int] = field(default_factory=list)
+    compression_ratio: float = 0.0  # of `text`, as OpenAI Whisper computes it
 
 
 @dataclass
@@ -65,6 +66,11 @@ class WhisperRowOutput:
     segments: list[WhisperSegment] = field(default_factory=list)  # set when finished
     draft_tokens: int = 0  # draft tokens verified (its closing EOT included)
     draft_accepted: int = 0  # of those, kept: decoder steps saved
+    # Whisper's confidence figures for the window: the mean log-probability of its chosen tokens (its
+    # closing EOT included) and P(<|nospeech|>) after <|startoftranscript|>. Set when finished.
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    no_speech: bool = False  # judged silent (engine/asr/text.py is_silent): no text, no segments
 
 
 def encoder_positions(job: WhisperJob, max_positions: int) -> int:

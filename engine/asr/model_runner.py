@@ -67,7 +67,7 @@ class WhisperRunner:
         return batch
 
     def _row(self, job: WhisperJob, duration: float, language: str, positions: int) -> DecodeRow:
-        prompt = self._prompt(job, language)
+        prompt, sot_index = self._prompt(job, language)
         generator = None
         if job.temperature > 0:
             generator = torch.Generator(device=self.device)
@@ -78,25 +78,28 @@ class WhisperRunner:
             duration=duration,
             language=language,
             prompt=prompt,
+            sot_index=sot_index,
             max_new_tokens=max_new_tokens,
             max_timestamp=min(positions, round(30.0 / TIME_PRECISION)),
             draft=self._draft(job, max_new_tokens),
             generator=generator,
         )
 
-    def _prompt(self, job: WhisperJob, language: str) -> list[int]:
+    def _prompt(self, job: WhisperJob, language: str) -> tuple[list[int], int]:
+        """The decoder prompt, and where <|startoftranscript|> is in it."""
         b = self.bundle
         tokens: list[int] = []
         if job.prompt and job.prompt.strip():
             previous = b.tokenizer.encode(" " + job.prompt.strip(), add_special_tokens=False)
             tokens = [b.startofprev_id, *previous[-MAX_PROMPT_TOKENS:]]
+        sot_index = len(tokens)
         tokens.append(b.sot_id)
         if b.multilingual:
             tokens.append(b.lang_to_id[language])
             tokens.append(b.translate_id if job.task == "translate" else b.transcribe_id)
         if not job.with_timestamps:
             tokens.append(b.no_timestamps_id)
-        return tokens
+        return tokens, sot_index
 
     def _draft(self, job: WhisperJob, max_new_tokens: int) -> list[int]:
         if not job.draft_tokens or job.temperature > 0 or job.with_timestamps:
@@ -155,8 +158,22 @@ class WhisperRunner:
         batch.length = longest
         batch.positions = torch.tensor([len(seq) for seq in sequences], device=self.device)
         batch.hidden = hidden[:, -1]
-        if any(row.draft for row in rows):
-            self.rules.verify_drafts(batch, hidden, self.model.logits)
+        self._read_prefill(batch, hidden, pads)
+
+    def _read_prefill(self, batch: WhisperBatch, hidden: torch.Tensor, pads: list[int]) -> None:
+        """Every row's no-speech probability (from its <|startoftranscript|> state) and its draft's
+        verification, from one pass over the vocabulary projection."""
+        rows = batch.rows
+        sot_columns = torch.tensor([pad + row.sot_index for pad, row in zip(pads, rows, strict=True)])
+        sot_states = hidden[torch.arange(len(rows)), sot_columns.to(self.device)]
+        drafts = self.rules.draft_states(rows, hidden)
+        logits = self.model.logits(torch.cat([sot_states, *drafts]))
+        no_speech = logits[: len(rows)].float().softmax(dim=-1)[:, self.bundle.no_speech_id]
+        for row, prob in zip(rows, no_speech.tolist(), strict=True):
+            row.no_speech_prob = prob
+        if drafts:
+            draft_logits = logits[len(rows) :].split([d.shape[0] for d in drafts])
+            self.rules.verify_drafts(batch, hidden, list(draft_logits))
 
     # ---- step ----
 
@@ -176,7 +193,8 @@ class WhisperRunner:
         rows = [batch.rows[i] for i in batch.active]
         logits = self.rules.constrain(self.model.logits(batch.hidden).float(), rows)
         chosen = self.rules.choose(logits, rows)
-        self.rules.accept_all(rows, chosen)
+        logprobs = self.rules.logprobs_of(logits, torch.tensor(chosen, device=self.device))
+        self.rules.accept_all(rows, chosen, logprobs)
         batch.last_tokens = chosen
 
     def _forward_step(self, batch: WhisperBatch) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from audio.constants import SAMPLE_RATE
 from audio.segment import split_windows
-from engine.asr.job import WhisperJob, WhisperRowOutput
+from engine.asr.job import WhisperJob, WhisperRowOutput, WhisperSegment
 from engine.request import TranscriptionOutput, TranscriptionRequest, TranscriptionResult, TranscriptSegment
 
 # With timestamps, Whisper leaves out a segment that runs up to the end of its 30 s window (it
@@ -73,13 +73,10 @@ class TranscriptionTask:
             offset = start / SAMPLE_RATE
             for seg in out.segments:
                 if seg.text.strip():
-                    segments.append(
-                        TranscriptSegment(
-                            len(segments), offset + seg.start, offset + seg.end, seg.text.strip(), seg.tokens
-                        )
-                    )
-        first = self.window_outputs[0]
-        language = first.language if first is not None else (self.request.language or "en")
+                    segments.append(_segment(len(segments), offset, seg, out))
+        # Silence says nothing about the language: the first window with speech does.
+        heard = [out for out in self.window_outputs if out is not None and not out.no_speech]
+        language = heard[0].language if heard else (self.request.language or "en")
         # The streamed prefix is kept even if a later window changed its mind about spacing.
         if self.released and not text.startswith(self.released):
             text = self.released + " " + text[len(self.released) :].lstrip()
@@ -87,6 +84,15 @@ class TranscriptionTask:
         return TranscriptionResult(
             text=text, language=language, duration=duration, segments=segments, tokens=tokens
         )
+
+
+def _segment(index: int, offset: float, seg: WhisperSegment, window: WhisperRowOutput) -> TranscriptSegment:
+    """A window's segment in the request's time, with the window's confidence figures."""
+    return TranscriptSegment(
+        index, offset + seg.start, offset + seg.end, seg.text.strip(), seg.tokens,
+        avg_logprob=window.avg_logprob, compression_ratio=seg.compression_ratio,
+        no_speech_prob=window.no_speech_prob,
+    )  # fmt: skip
 
 
 @dataclass(eq=False)  # identity: fields hold audio arrays

@@ -128,15 +128,19 @@ def _encode_bounded(
     chat_template: str | None,
     template_kwargs: dict[str, Any] | None,
     add_generation_prompt: bool,
+    continue_final_message: bool = False,
+    add_special_tokens: bool = False,
 ) -> list[int]:
     kwargs = _checked_kwargs(template_kwargs)
+    if continue_final_message:
+        kwargs["continue_final_message"] = True
     if chat_template is None:
         text = _render(tokenizer, messages, None, kwargs, add_generation_prompt)
     else:
         text = _render_within(
             tokenizer, messages, chat_template, kwargs, add_generation_prompt, REQUEST_TEMPLATE_TIMEOUT_S
         )
-    return tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
 
 async def encode_chat_async(
@@ -146,13 +150,18 @@ async def encode_chat_async(
     chat_template: str | None = None,
     template_kwargs: dict[str, Any] | None = None,
     add_generation_prompt: bool = True,
+    continue_final_message: bool = False,
+    add_special_tokens: bool = False,
 ) -> list[int]:
     """encode_chat off the event loop, on the template threads. `chat_template`: a template the request
     supplied (the caller decides whether to trust one), rendered within REQUEST_TEMPLATE_TIMEOUT_S.
+    continue_final_message: the last message is left open (no end-of-turn) for the model to continue;
+    add_special_tokens: the tokenizer's own special tokens (a BOS) on top of what the template writes.
 
     Raises InvalidParameter: "messages" (the template rejects them), "chat_template" (not valid Jinja, or
     past the deadline), "chat_template_kwargs.<key>" (an option the server sets)."""
     job = functools.partial(
-        _encode_bounded, tokenizer, messages, chat_template, template_kwargs, add_generation_prompt
-    )
+        _encode_bounded, tokenizer, messages, chat_template, template_kwargs, add_generation_prompt,
+        continue_final_message, add_special_tokens,
+    )  # fmt: skip
     return await asyncio.get_running_loop().run_in_executor(_pool, job)

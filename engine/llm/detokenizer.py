@@ -24,8 +24,8 @@ class IncrementalDetokenizer:
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
 
-    def add_token(self, token_id: int) -> str | None:
-        """Append a token; return the stop string it completed, if any."""
+    def add_token(self, token_id: int, check_stop: bool = True) -> str | None:
+        """Append a token; return the stop string it completed, if any (none while not check_stop)."""
         self.token_ids.append(token_id)
         prefix_text = self._decode(self.token_ids[self._prefix_offset : self._read_offset])
         new_text = self._decode(self.token_ids[self._prefix_offset :])
@@ -34,7 +34,7 @@ class IncrementalDetokenizer:
         search_from = max(0, len(self.text) - max((len(s) for s in self.stop), default=0))
         self.text += new_text[len(prefix_text) :]
         self._prefix_offset, self._read_offset = self._read_offset, len(self.token_ids)
-        for stop in self.stop:
+        for stop in self.stop if check_stop else ():
             at = self.text.find(stop, search_from)
             if at != -1:
                 self.text = self.text[: at + len(stop)] if self.include_stop_str_in_output else self.text[:at]

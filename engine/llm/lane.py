@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -15,20 +16,31 @@ from engine.llm.kv_cache import KVCache
 from engine.llm.runner import LLMRunner
 from engine.llm.scheduler import LLMBatch, LLMScheduler
 from engine.llm.sequence import Sequence, StepTokens
+from engine.models.generation_config import resolve_generation_defaults
 from engine.models.llm_loader import load_llm
 from engine.models.paged_llama import PagedLlama
 from engine.models.quantize import quantize_llm_int8
 from engine.request import GenerationRequest
 from engine.stats import EngineStats
 
+log = logging.getLogger(__name__)
+
 
 class LLMLane:
     name = "llm"
 
     def __init__(
-        self, model_name: str, tokenizer: Any, scheduler: LLMScheduler, runner: LLMRunner, stats: EngineStats
+        self,
+        model_name: str,
+        tokenizer: Any,
+        scheduler: LLMScheduler,
+        runner: LLMRunner,
+        stats: EngineStats,
+        generation_defaults: dict[str, float | int] | None = None,
     ) -> None:
         self.model_name = model_name
+        # Sampling values for requests that leave them unset (engine/models/generation_config.py)
+        self.generation_defaults = dict(generation_defaults or {})
         self.tokenizer = tokenizer
         self.scheduler = scheduler
         self.runner = runner
@@ -115,4 +127,10 @@ def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLM
         bundle.eos_token_ids, stats,
     )  # fmt: skip
     stats.kv_blocks_total = num_blocks
-    return LLMLane(bundle.name, bundle.tokenizer, scheduler, LLMRunner(paged, cache, device), stats)
+    defaults = resolve_generation_defaults(
+        config.generation_config, config.override_generation_config, config.llm,
+        getattr(bundle.model, "generation_config", None), paged.vocab_size,
+    )  # fmt: skip
+    log.info("generation defaults for %s: %s; a request's own values win", bundle.name, defaults.describe())
+    runner = LLMRunner(paged, cache, device)
+    return LLMLane(bundle.name, bundle.tokenizer, scheduler, runner, stats, defaults.values)

@@ -10,12 +10,14 @@ import torch
 
 from engine.llm.blocks import slot
 from engine.llm.kv_cache import KVCache
-from engine.llm.sampler import sample
+from engine.llm.sampler import prompt_logprobs, sample
 from engine.llm.scheduler import LLMBatch
 from engine.llm.sequence import Sequence, StepTokens
 from engine.models.paged_llama import AttentionMetadata, PagedLlama
+from engine.request import TokenLogprob
 
 Prepared = tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]
+PROMPT_LOGPROB_ROWS = 256  # prompt positions scored at a time (bounds the [rows, vocab] logits)
 
 
 class LLMRunner:
@@ -80,5 +82,34 @@ class LLMRunner:
         generators = self._generators_for(batch)
         prepare = self._prepare_prefill if batch.is_prefill else self._prepare_decode
         ids, positions, meta, logits_rows = prepare(batch.seqs)
+        if batch.is_prefill and any(s.wants_prompt_logprobs for s in batch.seqs):
+            return self._run_scoring_prompts(batch, generators, (ids, positions, meta, logits_rows))
         logits = self.model.forward(ids, positions, meta, self.cache, logits_rows)
-        return sample(logits.cpu(), batch.seqs, generators)
+        return sample(logits.cpu(), batch.seqs, generators, batch.eos_token_ids)
+
+    def _run_scoring_prompts(
+        self, batch: LLMBatch, generators: list[torch.Generator | None], prepared: Prepared
+    ) -> list[StepTokens]:
+        """A prefill in which some sequences asked for prompt logprobs: the same forward, keeping every
+        row's hidden state so their prompt positions can be scored (the others cost nothing more)."""
+        ids, positions, meta, logits_rows = prepared
+        hidden = self.model.hidden_states(ids, positions, meta, self.cache)
+        steps = sample(
+            self.model.logits(hidden[logits_rows]).cpu(), batch.seqs, generators, batch.eos_token_ids
+        )
+        start = 0
+        for seq, step in zip(batch.seqs, steps, strict=True):
+            if seq.wants_prompt_logprobs:
+                step.prompt_logprobs = self._score_prompt(hidden[start : start + seq.num_tokens], seq)
+            start += seq.num_tokens
+        return steps
+
+    def _score_prompt(self, hidden: torch.Tensor, seq: Sequence) -> list[TokenLogprob | None]:
+        """Row j of `hidden` predicts prompt token j + 1; the first token has no logprob."""
+        top_n = seq.params.prompt_logprobs or 0
+        targets = seq.prompt_token_ids
+        scored: list[TokenLogprob | None] = [None]
+        for lo in range(0, len(targets) - 1, PROMPT_LOGPROB_ROWS):
+            hi = min(lo + PROMPT_LOGPROB_ROWS, len(targets) - 1)
+            scored += prompt_logprobs(self.model.logits(hidden[lo:hi]), targets[lo + 1 : hi + 1], top_n)
+        return scored

@@ -10,7 +10,41 @@ from engine.request import TokenLogprob, TopLogprob
 
 def _needs_processing(seq: Sequence) -> bool:
     p = seq.params
-    return bool(p.logit_bias or p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0)
+    return bool(
+        p.logit_bias or p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0
+        or p.allowed_token_ids or p.bad_words_ids or len(seq.output_token_ids) < p.min_tokens
+    )  # fmt: skip
+
+
+def _banned(seq: Sequence, eos_token_ids: frozenset[int]) -> list[int]:
+    """Token ids this step may not sample: stop tokens before min_tokens, and bad words' last tokens."""
+    p = seq.params
+    banned: set[int] = set()
+    if len(seq.output_token_ids) < p.min_tokens:
+        banned.update(p.stop_token_ids)
+        if not p.ignore_eos:
+            banned.update(eos_token_ids)
+    out = seq.output_token_ids
+    for word in p.bad_words_ids:
+        prefix = word[:-1]
+        if not prefix or (len(out) >= len(prefix) and out[len(out) - len(prefix) :] == prefix):
+            banned.add(word[-1])
+    return sorted(banned)
+
+
+def _apply_masks(row: torch.Tensor, seq: Sequence, eos_token_ids: frozenset[int]) -> torch.Tensor:
+    """allowed_token_ids, min_tokens and bad_words as -inf logits. If they leave nothing, the row is kept
+    as it was (sampling from nothing is not possible; the request's own options contradict each other)."""
+    masked = row
+    allowed = seq.params.allowed_token_ids
+    if allowed:
+        keep = torch.tensor(allowed, dtype=torch.long, device=row.device)
+        masked = torch.full_like(row, float("-inf")).index_copy_(0, keep, row[keep])
+    banned = _banned(seq, eos_token_ids)
+    if banned:
+        masked = masked.clone() if masked is row else masked
+        masked[torch.tensor(banned, dtype=torch.long, device=row.device)] = float("-inf")
+    return masked if bool(torch.isfinite(masked).any()) else row
 
 
 def _apply_penalties(row: torch.Tensor, seq: Sequence) -> torch.Tensor:
@@ -57,10 +91,13 @@ def _logprob(logprobs: torch.Tensor, token_id: int, top_n: int) -> TokenLogprob:
 
 
 def sample(
-    logits: torch.Tensor, seqs: list[Sequence], generators: list[torch.Generator | None]
+    logits: torch.Tensor,
+    seqs: list[Sequence],
+    generators: list[torch.Generator | None],
+    eos_token_ids: frozenset[int] = frozenset(),
 ) -> list[StepTokens]:
-    """logits: [len(seqs), vocab] fp32; generators: each row's seeded RNG, or None for the global one.
-    Logprobs come from the model's raw distribution."""
+    """logits: [len(seqs), vocab] fp32; generators: each row's seeded RNG, or None for the global one;
+    eos_token_ids: what min_tokens holds back. Logprobs come from the model's raw distribution."""
     plain_greedy = [s.params.greedy and not _needs_processing(s) for s in seqs]
     argmax = logits.argmax(dim=-1).tolist() if any(plain_greedy) else []
     results: list[StepTokens] = []
@@ -68,10 +105,30 @@ def sample(
         if plain_greedy[i]:
             token_id = argmax[i]
         else:
-            row = _apply_penalties(logits[i], seq) if _needs_processing(seq) else logits[i]
+            row = logits[i]
+            if _needs_processing(seq):
+                row = _apply_masks(_apply_penalties(row, seq), seq, eos_token_ids)
             token_id = _sample_row(row, seq, generators[i])
         logprob = None
         if seq.params.logprobs is not None:
             logprob = _logprob(torch.log_softmax(logits[i], dim=-1), token_id, seq.params.logprobs)
         results.append(StepTokens(token_id, logprob))
     return results
+
+
+def prompt_logprobs(logits: torch.Tensor, targets: list[int], top_n: int) -> list[TokenLogprob]:
+    """logits: [len(targets), vocab], row j the model's prediction for targets[j]. Each target's logprob,
+    its rank (1: the most likely) and the top_n most likely tokens, from the raw distribution."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    ids = torch.tensor(targets, dtype=torch.long, device=logits.device)
+    chosen = logprobs.gather(1, ids[:, None])
+    ranks = (logprobs > chosen).sum(dim=-1) + 1
+    top_values, top_ids = logprobs.topk(top_n, dim=-1) if top_n > 0 else (None, None)
+    out: list[TokenLogprob] = []
+    chosen_list, rank_list = chosen[:, 0].tolist(), ranks.tolist()
+    top_v = top_values.tolist() if top_values is not None else [[] for _ in targets]
+    top_i = top_ids.tolist() if top_ids is not None else [[] for _ in targets]
+    for j, token_id in enumerate(targets):
+        top = [TopLogprob(int(t), float(v)) for t, v in zip(top_i[j], top_v[j], strict=True)]
+        out.append(TokenLogprob(token_id, float(chosen_list[j]), top, rank=int(rank_list[j])))
+    return out

@@ -16,11 +16,13 @@ class LLMBatch:
     """One step's LLM work: packed prefills or one decode token per running sequence, never both.
 
     The runner only reads it. `released` lists sequences finished since the last batch, so the runner
-    can drop what it keeps for them (seeded random generators)."""
+    can drop what it keeps for them (seeded random generators). `eos_token_ids`: what a request's
+    min_tokens holds back."""
 
     seqs: list[Sequence]
     is_prefill: bool
     released: list[int] = field(default_factory=list)
+    eos_token_ids: frozenset[int] = frozenset()
 
 
 class LLMScheduler:
@@ -30,7 +32,7 @@ class LLMScheduler:
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
         self.max_model_len = max_model_len
-        self.eos_token_ids = set(eos_token_ids)
+        self.eos_token_ids = frozenset(eos_token_ids)
         self.stats = stats
         self.waiting: dict[Priority, deque[Sequence]] = {p: deque() for p in Priority}
         self.running: list[Sequence] = []
@@ -46,6 +48,7 @@ class LLMScheduler:
             batch = self._schedule_decode()
         if batch is not None:
             batch.released, self._released = self._released, []
+            batch.eos_token_ids = self.eos_token_ids
         self._update_stats()
         return batch
 
@@ -152,7 +155,10 @@ class LLMScheduler:
         ):
             matched, reason = step.token_id, "stop"
         else:
-            stop_string = seq.detokenizer.add_token(step.token_id)
+            # Before min_tokens, stop strings do not end the sequence (vLLM's rule).
+            stop_string = seq.detokenizer.add_token(
+                step.token_id, check_stop=len(seq.output_token_ids) >= params.min_tokens
+            )
             if stop_string is not None:
                 matched, reason = stop_string, "stop"
             elif len(seq.output_token_ids) >= params.max_tokens or seq.num_tokens >= self.max_model_len:
@@ -168,6 +174,7 @@ class LLMScheduler:
                 prompt_tokens=len(seq.prompt_token_ids),
                 completion_tokens=len(seq.output_token_ids),
                 matched_stop=matched,
+                prompt_logprobs=step.prompt_logprobs,
             )
         )
 

@@ -44,6 +44,11 @@ class Sequence:
         return self.prompt_token_ids + self.output_token_ids
 
     @property
+    def wants_prompt_logprobs(self) -> bool:
+        """Asked for, and not yet computed: a recompute after preemption does not repeat them."""
+        return self.params.prompt_logprobs is not None and not self.output_token_ids
+
+    @property
     def last_token_id(self) -> int:
         return self.output_token_ids[-1] if self.output_token_ids else self.prompt_token_ids[-1]
 
@@ -54,3 +59,4 @@ class StepTokens:
 
     token_id: int
     logprob: TokenLogprob | None
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # asked for, and this was the first prefill

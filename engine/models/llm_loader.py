@@ -47,6 +47,12 @@ def _package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def embedded_gguf_path(spec: str) -> Path | None:
+    """The GGUF file an embedded LLM ships in; None for any other spec."""
+    embedded = EMBEDDED_LLMS.get(spec)
+    return _package_dir(embedded.package) / embedded.filename if embedded else None
+
+
 def _save_cache(model: PreTrainedModel, tokenizer: object, target: Path) -> None:
     # save_pretrained refuses a model that still carries its GGUF quantizer.
     model.hf_quantizer = None

@@ -93,14 +93,29 @@ class PagedLlama:
             ).squeeze(2)
         return attn_module.o_proj(out.reshape(n, self.num_heads * self.head_dim))
 
-    @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
-                cache: KVCache, logits_rows: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """Run the flat batch; return logits (fp32) only for the rows in `logits_rows`."""
+    def _layers(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                cache: KVCache) -> torch.Tensor:  # fmt: skip
         body = self.model.model
         h = body.embed_tokens(input_ids)
         for i, layer in enumerate(body.layers):
             h = h + self._attention(i, layer.self_attn, layer.input_layernorm(h), positions, meta, cache)
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        h = body.norm(h[logits_rows])
+        return h
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                cache: KVCache, logits_rows: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """Run the flat batch; return logits (fp32) only for the rows in `logits_rows`."""
+        h = self.model.model.norm(self._layers(input_ids, positions, meta, cache)[logits_rows])
         return self.model.lm_head(h).float()
+
+    @torch.inference_mode()
+    def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                      cache: KVCache) -> torch.Tensor:  # fmt: skip
+        """Run the flat batch; return every row's final (normed) hidden state, for `logits` to read any
+        row of (a prefill that also scores its prompt tokens)."""
+        return self.model.model.norm(self._layers(input_ids, positions, meta, cache))
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden).float()

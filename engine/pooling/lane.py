@@ -9,22 +9,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-import numpy as np
-
 from engine.config import EngineConfig
 from engine.errors import InvalidParameter
 from engine.models.pooling import PoolingBundle
 from engine.pooling.prepare import PoolingJob, prepare
 from engine.pooling.request import PoolingModelInfo, PoolingOutput, PoolingRequest
 from engine.pooling.runner import PoolingRunner
-from engine.pooling.scheduler import PoolingBatch, PoolingScheduler
+from engine.pooling.scheduler import PoolingBatch, PoolingResult, PoolingScheduler
 from engine.pooling.task import PoolingTask
 from engine.stats import EngineStats
 
-# Padded tokens (rows x longest row) in one forward: the whole budget when the pooling lane runs alone,
-# a small one while a live session or a token stream has work in the same step (their steps then grow
-# by one short forward, not by a flood's worth). Measured on a 2-core CPU with all-MiniLM-L6-v2: 2048
-# tokens ~0.4 s (as efficient per token as any bigger batch), 256 tokens ~0.06 s.
+# Padded tokens (rows x longest row) in one forward: the whole budget when the pooling lane runs alone, a
+# small one while a live session or a token stream steps too (then a step with a pooling forward is late
+# by one short forward, and scheduler.LIVE_SHARE spaces those steps out). Measured on a 2-core CPU with
+# all-MiniLM-L6-v2: 2048 tokens ~0.4 s (as efficient per token as any bigger batch), 256 tokens ~0.06 s.
 CPU_TOKENS, CPU_BUSY_TOKENS = 2048, 256
 GPU_TOKENS, GPU_BUSY_TOKENS = 32768, 4096
 MAX_ROWS = 256
@@ -78,20 +76,21 @@ class PoolingLane:
     def schedule(self) -> PoolingBatch | None:
         return self.scheduler.schedule()
 
-    def run(self, batch: PoolingBatch) -> list[np.ndarray]:
+    def run(self, batch: PoolingBatch) -> PoolingResult:
         return self.runner.run(batch)
 
-    def postprocess(self, batch: PoolingBatch, vectors: list[np.ndarray]) -> None:
-        self.scheduler.postprocess(batch, vectors)
+    def postprocess(self, batch: PoolingBatch, result: PoolingResult) -> None:
+        self.scheduler.postprocess(batch, result)
 
     def fail(self, batch: PoolingBatch, error: BaseException) -> None:
         self.scheduler.fail(batch, error)
 
 
-def others_busy(stats: EngineStats) -> Callable[[], bool]:
-    """Whether another lane has work this step. The pooling lane is scheduled last, so the others have
-    already planned the step and updated these counters."""
-    return lambda: bool(stats.asr_running or stats.asr_waiting or stats.llm_running or stats.llm_waiting)
+def others_stepping(stats: EngineStats) -> Callable[[], bool]:
+    """Whether another lane planned work for this step: Whisper windows or LLM sequences in flight (each
+    is stepped whenever there is one). The pooling lane is scheduled last, so the others have already
+    planned the step and updated these counters."""
+    return lambda: bool(stats.asr_running or stats.llm_running)
 
 
 def build_pooling_lane(config: EngineConfig, device: str, stats: EngineStats) -> PoolingLane | None:
@@ -109,6 +108,6 @@ def build_pooling_lane(config: EngineConfig, device: str, stats: EngineStats) ->
         max_tokens=CPU_TOKENS if on_cpu else GPU_TOKENS,
         busy_tokens=CPU_BUSY_TOKENS if on_cpu else GPU_BUSY_TOKENS,
         max_rows=MAX_ROWS,
-        others_busy=others_busy(stats),
+        others_stepping=others_stepping(stats),
     )
     return PoolingLane(bundles, scheduler, device)

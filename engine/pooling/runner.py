@@ -4,11 +4,13 @@ It only reads the batch it is given (scheduler.PoolingBatch) and returns plain n
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
 from engine.models.pooling import PoolingBundle
-from engine.pooling.scheduler import PoolingBatch
+from engine.pooling.scheduler import PoolingBatch, PoolingResult
 
 
 class PoolingRunner:
@@ -16,11 +18,13 @@ class PoolingRunner:
         self.bundles = bundles
         self.device = device
 
-    def run(self, batch: PoolingBatch) -> list[np.ndarray]:
+    def run(self, batch: PoolingBatch) -> PoolingResult:
+        started = time.perf_counter()
         bundle = self.bundles[batch.model]
         ids, mask, types = self.pad(batch.token_ids, batch.type_ids, bundle.pad_token_id)
         out = bundle.forward(ids, mask, types)
-        return list(out.float().cpu().numpy())
+        vectors = list(out.float().cpu().numpy())
+        return PoolingResult(vectors, time.perf_counter() - started)
 
     def pad(
         self, rows: list[list[int]], type_rows: list[list[int] | None], pad_id: int

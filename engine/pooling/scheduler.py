@@ -5,14 +5,17 @@ Every request's inputs (rows) wait together, from every route and client. Each s
 - the batch grows around it with rows of similar length (kept sorted by length), taking whichever
   neighbour wastes the least padding, and never one that would pad more than about twice: one 512-token
   text does not pad 63 short ones;
-- it stops at a token budget (rows x longest row). While other lanes have work (live sessions, a token
-  stream), the budget is small, so a flood of embedding requests adds a bounded few milliseconds to their
-  steps instead of stalling them.
+- it stops at a token budget (rows x longest row).
+While another lane is stepping (a live session's Whisper decode, a token stream), pooling runs below it:
+the budget is small, and pooling forwards take at most LIVE_SHARE of the inference thread's time (a step
+without one comes between them). A flood of embedding requests then slows a caption or a token stream by
+a bounded fraction instead of stalling it; when nothing else runs, pooling has the whole thread.
 """
 
 from __future__ import annotations
 
 import bisect
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,13 @@ RowKey = tuple[int, int]  # (length, row_id): the sort order of a model's waitin
 # for very short texts, whose padding costs next to nothing).
 MAX_PAD_RATIO = 2.0
 PAD_SLACK_TOKENS = 16
+LIVE_SHARE = 0.25  # while another lane steps: the most of the inference thread's time pooling takes
+
+
+@dataclass(frozen=True)
+class PoolingResult:
+    vectors: list[np.ndarray]  # one row per batch row: pooled vector or class logits
+    seconds: float  # the forward's wall time
 
 
 @dataclass(frozen=True)
@@ -46,12 +56,14 @@ class PoolingBatch:
 
 class PoolingScheduler:
     def __init__(
-        self, max_tokens: int, busy_tokens: int, max_rows: int, others_busy: Callable[[], bool]
+        self, max_tokens: int, busy_tokens: int, max_rows: int, others_stepping: Callable[[], bool]
     ) -> None:
         self.max_tokens = max_tokens  # padded tokens per forward when nothing else runs
-        self.busy_tokens = busy_tokens  # ... while another lane has work
+        self.busy_tokens = busy_tokens  # ... while another lane steps
         self.max_rows = max_rows
-        self.others_busy = others_busy
+        # True when another lane has planned this step (so the engine steps on even if pooling waits).
+        self.others_stepping = others_stepping
+        self._resume_at = 0.0  # while others step, the next forward waits until then (LIVE_SHARE)
         self.tasks: dict[int, PoolingTask] = {}  # unfinished, keyed by id()
         self._fifo: deque[PoolingRow] = deque()  # arrival order; rows already taken are skipped
         self._sorted: dict[str, list[RowKey]] = {}  # per model
@@ -79,9 +91,6 @@ class PoolingScheduler:
     def pending(self) -> int:
         return len(self.tasks)
 
-    def waiting_rows(self) -> int:
-        return len(self._waiting)
-
     # ---- the plan ----
 
     def schedule(self) -> PoolingBatch | None:
@@ -89,17 +98,21 @@ class PoolingScheduler:
             self._fifo.popleft()
         if not self._fifo:
             return None
+        budget = self.max_tokens
+        if self.others_stepping():
+            if time.monotonic() < self._resume_at:
+                return None  # a step for the others alone
+            budget = self.busy_tokens
         head = self._fifo[0]
         keys = self._sorted[head.model]
-        lo, hi = self._window(keys, bisect.bisect_left(keys, (head.length, head.row_id)))
+        lo, hi = self._window(keys, bisect.bisect_left(keys, (head.length, head.row_id)), budget)
         taken = keys[lo : hi + 1]
         del keys[lo : hi + 1]
         rows = tuple(self._waiting.pop(row_id) for _, row_id in taken)
         return PoolingBatch(head.model, rows)
 
-    def _window(self, keys: list[RowKey], pos: int) -> tuple[int, int]:
+    def _window(self, keys: list[RowKey], pos: int, budget: int) -> tuple[int, int]:
         """The run of sorted rows around `pos` that this step takes: [lo, hi]."""
-        budget = self.busy_tokens if self.others_busy() else self.max_tokens
         lo = hi = pos
         shortest = longest = keys[pos][0]
         while hi - lo + 1 < self.max_rows:
@@ -125,8 +138,9 @@ class PoolingScheduler:
 
     # ---- results ----
 
-    def postprocess(self, batch: PoolingBatch, vectors: list[np.ndarray]) -> None:
-        for row, vector in zip(batch.rows, vectors, strict=True):
+    def postprocess(self, batch: PoolingBatch, result: PoolingResult) -> None:
+        self._resume_at = time.monotonic() + result.seconds * (1 / LIVE_SHARE - 1)
+        for row, vector in zip(batch.rows, result.vectors, strict=True):
             task = row.task
             if task.aborted or task.done or not task.record(row, vector):
                 continue

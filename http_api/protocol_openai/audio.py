@@ -65,7 +65,7 @@ class VerboseSegment(ResponseModel):
     text: str
     tokens: list[int]
     temperature: float
-    # Whisper's per-segment confidence figures are not tracked by the engine: null, not made up.
+    # Whisper's confidence figures for the window the segment was decoded in (null if unknown).
     avg_logprob: float | None = None
     compression_ratio: float
     no_speech_prob: float | None = None

@@ -8,7 +8,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from http_api.errors import APIError, bad_request, unsupported
-from http_api.protocol_openai.common import RequestModel, ResponseModel, SamplingFields, Usage
+from http_api.protocol_openai.common import (
+    PromptLogprob,
+    RequestModel,
+    ResponseModel,
+    SamplingFields,
+    Usage,
+    VLLMExtrasResponse,
+)
 
 MEDIA_PART_TYPES = ("image_url", "input_image", "image", "input_audio", "audio_url", "file", "video_url")
 
@@ -74,6 +81,12 @@ class ChatCompletionRequest(SamplingFields):
     modalities: list[str] | None = None
     chat_template: str | None = None  # vLLM's: refused unless --trust-request-chat-template
     chat_template_kwargs: dict[str, Any] | None = None
+    # vLLM's: echo prepends a final assistant message to the reply (the one continue_final_message
+    # continues); add_special_tokens adds the tokenizer's BOS on top of what the template writes.
+    echo: bool = False
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
     # Accepted and ignored: they change nothing for a local, stateless server.
     metadata: dict[str, Any] | None = None
     store: bool | None = None
@@ -94,6 +107,16 @@ class ChatCompletionRequest(SamplingFields):
 
     def check_supported(self) -> None:
         self.check_stream_options()
+        self.check_vllm_options()
+        if (
+            self.continue_final_message
+            and self.add_generation_prompt
+            and ("add_generation_prompt" in self.model_fields_set)
+        ):
+            raise bad_request(
+                "continue_final_message and add_generation_prompt cannot both be true",
+                param="continue_final_message",
+            )
         for name in ("tools", "functions"):
             if getattr(self, name):
                 raise unsupported(name, "tool calling is not supported")
@@ -116,6 +139,19 @@ class ChatCompletionRequest(SamplingFields):
 
     def logprobs_k(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+    def engine_prompt_logprobs(self) -> int | None:
+        """prompt_logprobs, or with echo and logprobs the top_logprobs asked for (as vLLM)."""
+        if self.prompt_logprobs is not None:
+            return self.prompt_logprobs
+        return self.logprobs_k() if self.echo else None
+
+    def echoed_prefix(self) -> str:
+        """With echo, a final assistant message's text (what the reply continues); else nothing."""
+        last = self.messages[-1]
+        if not self.echo or last.role != "assistant":
+            return ""
+        return last.to_template(len(self.messages) - 1)["content"]
 
 
 class TopLogprobEntry(ResponseModel):
@@ -142,14 +178,19 @@ class AssistantMessage(ResponseModel):
     refusal: str | None = None
 
 
-class ChatChoice(ResponseModel):
+class ChatChoice(VLLMExtrasResponse):
+    VLLM_EXTRAS = ("token_ids",)
+
     index: int
     message: AssistantMessage
     logprobs: ChatChoiceLogprobs | None = None
     finish_reason: str | None
+    token_ids: list[int] | None = None
 
 
-class ChatCompletion(ResponseModel):
+class ChatCompletion(VLLMExtrasResponse):
+    VLLM_EXTRAS = ("prompt_logprobs", "prompt_token_ids")
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int = Field(default_factory=lambda: int(time.time()))
@@ -157,6 +198,8 @@ class ChatCompletion(ResponseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    prompt_logprobs: list[dict[int, PromptLogprob] | None] | None = None
+    prompt_token_ids: list[int] | None = None
 
 
 class ChatDelta(ResponseModel):
@@ -164,14 +207,19 @@ class ChatDelta(ResponseModel):
     content: str | None = None
 
 
-class ChatChunkChoice(ResponseModel):
+class ChatChunkChoice(VLLMExtrasResponse):
+    VLLM_EXTRAS = ("token_ids",)
+
     index: int
     delta: ChatDelta
     logprobs: ChatChoiceLogprobs | None = None
     finish_reason: str | None = None
+    token_ids: list[int] | None = None
 
 
-class ChatCompletionChunk(ResponseModel):
+class ChatCompletionChunk(VLLMExtrasResponse):
+    VLLM_EXTRAS = ("prompt_token_ids",)
+
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
@@ -179,6 +227,7 @@ class ChatCompletionChunk(ResponseModel):
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    prompt_token_ids: list[int] | None = None
 
     def to_json(self, with_usage_field: bool) -> dict:
         body = self.model_dump(exclude={"usage"} if not with_usage_field else None)

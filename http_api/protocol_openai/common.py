@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from engine.sampling import SamplingParams
 from http_api.errors import bad_request
@@ -53,6 +54,14 @@ class SamplingFields(RequestModel):
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    min_tokens: int = Field(0, ge=0)
+    allowed_token_ids: list[int] | None = None
+    bad_words: list[str] | None = None  # tokenized by the route (http_api/llm_options.py)
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)  # -1: the model's context length
+    truncation_side: Literal["left", "right"] | None = None  # None: left (keep the last tokens)
+    prompt_logprobs: int | None = None
+    return_token_ids: bool | None = None
+    best_of: int | None = Field(None, ge=1)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -91,7 +100,20 @@ class SamplingFields(RequestModel):
             logprobs=logprobs,
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output,
+            min_tokens=self.min_tokens,
+            allowed_token_ids=None if self.allowed_token_ids is None else list(self.allowed_token_ids),
         )
+
+    def check_vllm_options(self) -> None:
+        if self.prompt_logprobs is not None and self.stream:
+            raise bad_request(
+                "prompt_logprobs are not available when stream is true", param="prompt_logprobs"
+            )
+        if self.best_of is not None:
+            if self.best_of < self.n:
+                raise bad_request(f"best_of ({self.best_of}) must be at least n ({self.n})", param="best_of")
+            if self.best_of > self.n and self.stream:
+                raise bad_request("best_of greater than n cannot be streamed", param="best_of")
 
     def check_stream_options(self) -> None:
         if self.stream_options is not None and not self.stream:
@@ -100,6 +122,29 @@ class SamplingFields(RequestModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class VLLMExtrasResponse(ResponseModel):
+    """A reply with vLLM-only fields (listed in VLLM_EXTRAS) that are left out when None: a request that
+    does not ask for them gets OpenAI's shape."""
+
+    VLLM_EXTRAS: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_unasked(self, handler: Any) -> Any:
+        data = handler(self)
+        for name in self.VLLM_EXTRAS:
+            if name in data and data[name] is None:
+                del data[name]
+        return data
+
+
+class PromptLogprob(ResponseModel):
+    """vLLM's Logprob: one entry of a prompt_logprobs position, keyed there by token id."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
 
 
 class Usage(ResponseModel):

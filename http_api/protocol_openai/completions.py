@@ -8,7 +8,13 @@ from typing import Literal
 from pydantic import Field
 
 from http_api.errors import bad_request, unsupported
-from http_api.protocol_openai.common import ResponseModel, SamplingFields, Usage
+from http_api.protocol_openai.common import (
+    PromptLogprob,
+    ResponseModel,
+    SamplingFields,
+    Usage,
+    VLLMExtrasResponse,
+)
 
 
 class CompletionRequest(SamplingFields):
@@ -16,19 +22,25 @@ class CompletionRequest(SamplingFields):
     max_tokens: int | None = 16
     echo: bool | None = False
     logprobs: int | None = None
-    best_of: int | None = None
     suffix: str | None = None
+    add_special_tokens: bool = True  # vLLM's: the tokenizer's BOS (if it adds one) before a text prompt
 
     def check_supported(self) -> None:
         self.check_stream_options()
+        self.check_vllm_options()
         if self.suffix:
             raise unsupported("suffix", "insertion (fill-in-the-middle) is not available")
-        if self.best_of is not None and self.best_of != self.n:
-            raise unsupported("best_of", "only best_of == n is available")
-        if self.echo and self.logprobs is not None:
-            raise unsupported(
-                "echo", "prompt logprobs are not computed, so echo cannot be combined with logprobs"
-            )
+
+    def engine_prompt_logprobs(self) -> int | None:
+        """prompt_logprobs, or with echo the logprobs asked for (the echoed prompt carries them)."""
+        if self.prompt_logprobs is not None:
+            return self.prompt_logprobs
+        return self.logprobs if self.echo else None
+
+    @property
+    def echo_only(self) -> bool:
+        """echo with max_tokens 0: the prompt (and its logprobs) back, nothing generated (scoring a text)."""
+        return bool(self.echo) and self.max_tokens == 0
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a string or a list of token ids."""
@@ -53,11 +65,16 @@ class CompletionLogprobs(ResponseModel):
     text_offset: list[int]
 
 
-class CompletionChoice(ResponseModel):
+class CompletionChoice(VLLMExtrasResponse):
+    VLLM_EXTRAS = ("prompt_logprobs", "prompt_token_ids", "token_ids")
+
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
+    prompt_logprobs: list[dict[int, PromptLogprob] | None] | None = None
+    prompt_token_ids: list[int] | None = None
+    token_ids: list[int] | None = None
 
 
 class Completion(ResponseModel):

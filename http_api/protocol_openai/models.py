@@ -16,6 +16,8 @@ class ModelCard(ResponseModel):
     owned_by: str = "rtserve"
     max_model_len: int | None = None
     task: str | None = None  # pooling models: embed, classify or score (vLLM's task names)
+    # The LLM: the sampling values a request that leaves them unset gets (--generation-config)
+    generation_defaults: dict[str, float | int] | None = None
 
 
 class ModelList(ResponseModel):
