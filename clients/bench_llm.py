@@ -58,7 +58,7 @@ async def one_request(client: openai.AsyncOpenAI, i: int, max_tokens: int) -> tu
     ttft = None
     tokens = 0
     stream = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt(i)}], max_tokens=max_tokens, temperature=0.7,
+        model=MODEL, messages=[{"role": "user", "content": prompt(i)}], max_tokens=max_tokens, temperature=0.7, top_p=1.0,
         seed=i, stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
     )  # fmt: skip
     async for chunk in stream:
