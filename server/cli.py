@@ -12,26 +12,13 @@ from engine.config import EngineConfig, default_cache_dir
 from http_api.limits import HTTPLimits, MiB
 from realtime.limits import RealtimeLimits
 from server.cli_llm import add_llm_serving_args
+from server.cli_types import positive_float, positive_int
 from server.origins import parse_origins
 from server.settings import ServerSettings
 
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_ASR = "whisper-tiny.en"
 DEFAULT_EMBED = "all-minilm-l6-v2"
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

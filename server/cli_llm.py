@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.models.generation_config import HF_KEYS, parse_override
 from http_api.limits import HTTPLimits
+from server.cli_types import non_negative_int, positive_float
 
 
 def generation_config_arg(text: str) -> str:
@@ -26,20 +27,6 @@ def override_arg(text: str) -> dict[str, float]:
         return parse_override(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def add_llm_serving_args(p: argparse.ArgumentParser, limits: HTTPLimits) -> None:
@@ -67,7 +54,7 @@ def add_llm_serving_args(p: argparse.ArgumentParser, limits: HTTPLimits) -> None
         "background runs); the oldest go first. Each holds one conversation, at most --max-model-len tokens",
     )  # fmt: skip
     group.add_argument(
-        "--responses-store-ttl", type=positive_seconds, default=limits.responses_store_ttl, metavar="SECONDS",
+        "--responses-store-ttl", type=positive_float, default=limits.responses_store_ttl, metavar="SECONDS",
         help="a stored response is forgotten this many seconds after it was created (a background run "
         "still going then is cancelled)",
     )  # fmt: skip
