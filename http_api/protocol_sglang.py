@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.sampling import SamplingParams
 from http_api.errors import bad_request, unsupported
+from http_api.protocol_openai.common import token_id_bias
 
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -51,14 +52,7 @@ class SGLangSamplingParams(StrictModel):
 
     def to_engine(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        bias: dict[int, float] = {}
-        for key, value in (self.logit_bias or {}).items():
-            try:
-                bias[int(key)] = value
-            except ValueError:
-                raise bad_request(
-                    f"logit_bias keys must be token ids, got '{key}'", param="logit_bias"
-                ) from None
+        bias = token_id_bias(self.logit_bias)
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,

@@ -18,6 +18,18 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def token_id_bias(logit_bias: dict[str, float] | None) -> dict[int, float]:
+    """A request's logit_bias (JSON keys are strings) keyed by token id; 400 for a key that is not one.
+    OpenAI's routes and SGLang's /generate share it."""
+    bias: dict[int, float] = {}
+    for key, value in (logit_bias or {}).items():
+        try:
+            bias[int(key)] = value
+        except ValueError:
+            raise bad_request(f"logit_bias keys must be token ids, got '{key}'", param="logit_bias") from None
+    return bias
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -71,17 +83,6 @@ class SamplingFields(RequestModel):
             raise bad_request("stop strings must not be empty", param="stop")
         return stops
 
-    def logit_bias_ids(self) -> dict[int, float]:
-        bias: dict[int, float] = {}
-        for key, value in (self.logit_bias or {}).items():
-            try:
-                bias[int(key)] = value
-            except ValueError:
-                raise bad_request(
-                    f"logit_bias keys must be token ids, got '{key}'", param="logit_bias"
-                ) from None
-        return bias
-
     def to_sampling_params(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens,
@@ -96,7 +97,7 @@ class SamplingFields(RequestModel):
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
-            logit_bias=self.logit_bias_ids(),
+            logit_bias=token_id_bias(self.logit_bias),
             logprobs=logprobs,
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output,
