@@ -31,11 +31,13 @@ from engine.memory import trim_heap
 from engine.pooling.request import PoolingModelInfo, PoolingOutput, PoolingRequest
 from engine.request import GenerationOutput, GenerationRequest, TranscriptionOutput, TranscriptionRequest
 from engine.stats import EngineStats
+from engine.tts.request import SpeechOutput, SpeechRequest, VoiceInfo
 
 if TYPE_CHECKING:
     from engine.asr.lane import ASRLane
     from engine.llm.lane import LLMLane
     from engine.pooling.lane import PoolingLane
+    from engine.tts.lane import TTSLane
 
 log = logging.getLogger(__name__)
 Planned = list[tuple[Lane, Any]]
@@ -53,6 +55,7 @@ class Engine:
         self._llm = cast("LLMLane | None", by_name.get("llm"))
         self._asr = cast("ASRLane | None", by_name.get("asr"))
         self._pooling = cast("PoolingLane | None", by_name.get("pooling"))
+        self._tts = cast("TTSLane | None", by_name.get("tts"))
         self._executor: ThreadPoolExecutor | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -103,6 +106,10 @@ class Engine:
     @property
     def pooling_models(self) -> dict[str, PoolingModelInfo]:
         return self._pooling.models if self._pooling else {}
+
+    @property
+    def tts_voices(self) -> dict[str, VoiceInfo]:
+        return self._tts.voices if self._tts else {}
 
     def stats(self) -> EngineStats:
         self._stats.refresh_rate()
@@ -232,6 +239,9 @@ class Engine:
         finally:
             await stream.aclose()
         raise EngineStoppedError("the pooling request ended without a result")
+
+    def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechOutput]:
+        return self._stream(self._tts, "this server runs no speech synthesis model", request)
 
     async def _stream(self, lane: Lane | None, missing: str, request: Any) -> AsyncIterator[Any]:
         if lane is None:

@@ -17,6 +17,7 @@ from engine.request import (
     TranscriptionRequest,
 )
 from engine.stats import EngineStats
+from engine.tts.request import SpeechOutput, SpeechRequest, VoiceInfo
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class EngineClient(Protocol):
     vocab_size: int
     asr_models: dict[str, ASRModelInfo]
     pooling_models: dict[str, PoolingModelInfo]  # embedders, classifiers, cross-encoders (first: default)
+    tts_voices: dict[str, VoiceInfo]  # speech synthesis voices (first: default); {} when TTS is off
 
     @property
     def running(self) -> bool: ...
@@ -53,6 +55,11 @@ class EngineClient(Protocol):
     async def pool(self, request: PoolingRequest) -> PoolingOutput:
         """Embed, classify or score (engine/pooling/request.py), batched with every other pooling
         request. Raises InvalidParameter for a request the model cannot run (too long, wrong task)."""
+        ...
+
+    def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechOutput]:
+        """Speak one piece of text: PCM chunks, the last with `finished` set. Raises InvalidParameter for
+        an unknown voice, empty or over-long text, or a speed out of range. Leaving the loop aborts it."""
         ...
 
     def stats(self) -> EngineStats: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.errors import InvalidParameter
+from engine.structured_output import StructuredOutput
 
 
 @dataclass
@@ -34,6 +35,8 @@ class SamplingParams:
     bad_words_ids: list[list[int]] = field(default_factory=list)
     # None: none. k >= 0: each prompt token's logprob (and the k most likely), from the same prefill.
     prompt_logprobs: int | None = None
+    # Constrained decoding (engine/structured_output.py); None: unconstrained
+    structured: StructuredOutput | None = None
 
     @property
     def greedy(self) -> bool:
