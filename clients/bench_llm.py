@@ -6,6 +6,10 @@ with transformers' `model.generate` (what a plain Flask wrapper does).
 
     python -m clients.bench_llm                 # fp32 server + baseline
     python -m clients.bench_llm --int8          # also an int8 server at concurrency 32
+    python -m clients.bench_llm --before --after-args "--quantize int4" --raw   # issue 18: before/after
+    python -m clients.bench_llm --compare http://127.0.0.1:8080   # also any OpenAI-compatible server
+    python -m clients.bench_llm --constrained   # json_schema-constrained vs unconstrained at concurrency 32
+    python -m clients.bench_llm --lora          # base vs 4 rank-16 vs 8 mixed-rank LoRA adapters at 32
 """
 
 from __future__ import annotations
@@ -53,13 +57,15 @@ class PhaseResult:
         )
 
 
-async def one_request(client: openai.AsyncOpenAI, i: int, max_tokens: int) -> tuple[int, float]:
+async def one_request(
+    client: openai.AsyncOpenAI, i: int, max_tokens: int, extra: dict | None = None
+) -> tuple[int, float]:
     started = time.perf_counter()
     ttft = None
     tokens = 0
     stream = await client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": prompt(i)}], max_tokens=max_tokens, temperature=0.7, top_p=1.0,
-        seed=i, stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+        seed=i, stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True, **(extra or {})},
     )  # fmt: skip
     async for chunk in stream:
         if ttft is None and chunk.choices and chunk.choices[0].delta.content:
@@ -69,7 +75,10 @@ async def one_request(client: openai.AsyncOpenAI, i: int, max_tokens: int) -> tu
     return tokens, ttft if ttft is not None else time.perf_counter() - started
 
 
-async def phase(base_url: str, label: str, concurrency: int, requests: int, max_tokens: int) -> PhaseResult:
+async def phase(
+    base_url: str, label: str, concurrency: int, requests: int, max_tokens: int, extra: dict | None = None
+) -> PhaseResult:
+    """extra: more body fields for every request (a response_format, for --constrained)."""
     client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="bench", max_retries=0, timeout=600)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -78,7 +87,7 @@ async def phase(base_url: str, label: str, concurrency: int, requests: int, max_
 
     async def worker() -> None:
         while not queue.empty():
-            results.append(await one_request(client, queue.get_nowait(), max_tokens))
+            results.append(await one_request(client, queue.get_nowait(), max_tokens, extra))
 
     await one_request(client, 999, 4)  # warm-up
     started = time.perf_counter()
@@ -123,6 +132,40 @@ def baseline(requests: int, concurrency: int, max_tokens: int) -> PhaseResult:
     return PhaseResult("baseline model.generate", concurrency, requests, tokens, elapsed, ttfts)
 
 
+def sweep(base_url: str, label: str, concurrencies: list[int], max_tokens: int) -> list[PhaseResult]:
+    out = []
+    for c in concurrencies:
+        out.append(asyncio.run(phase(base_url, label, c, max(4, c), max_tokens)))
+        print(out[-1].line(), flush=True)
+    return out
+
+
+def raw_decode(max_tokens: int) -> PhaseResult:
+    """The no-server reference: one request, transformers' forward with its KV cache, batch 1, greedy."""
+    import torch
+
+    from engine.config import default_cache_dir
+    from engine.models.llm_loader import load_llm
+
+    bundle = load_llm(MODEL, default_cache_dir(), "cpu")
+    enc = bundle.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt(0)}], add_generation_prompt=True, tokenize=True
+    )
+    ids = torch.tensor([enc["input_ids"]])
+    with torch.inference_mode():
+        bundle.model.generate(ids, max_new_tokens=4, do_sample=False)  # warm-up
+        started = time.perf_counter()
+        first = bundle.model.generate(ids, max_new_tokens=1, do_sample=False)
+        ttft = time.perf_counter() - started
+        started = time.perf_counter()
+        out = bundle.model.generate(
+            ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False
+        )
+        elapsed = time.perf_counter() - started
+    assert first.shape[1] == ids.shape[1] + 1
+    return PhaseResult("transformers batch-1 decode", 1, 1, out.shape[1] - ids.shape[1], elapsed, [ttft])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,19 +176,60 @@ def main() -> None:
         "--int8", action="store_true", help="also measure an --quantize int8 server at the top concurrency"
     )
     parser.add_argument("--baseline-requests", type=int, default=8)
+    parser.add_argument(
+        "--before", action="store_true",
+        help="also a server as before issue 18 (--quantize none --num-scheduler-steps 1), same load, same run",
+    )  # fmt: skip
+    parser.add_argument("--after-args", default="", help="extra rtserve flags for the main server, e.g. "
+                        "'--quantize int4' or '--num-scheduler-steps 8'")  # fmt: skip
+    parser.add_argument("--compare", metavar="URL", help="also drive this OpenAI-compatible server (e.g. a "
+                        "llama-server started with the same GGUF) with the same load")  # fmt: skip
+    parser.add_argument("--raw", action="store_true", help="also a raw transformers batch-1 decode row")
+    parser.add_argument(
+        "--constrained", action="store_true",
+        help="instead: json_schema-constrained vs unconstrained at the top concurrency (bench_llm_constrained.py)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2, help="--constrained: alternating rounds of each")
+    parser.add_argument(
+        "--lora", action="store_true",
+        help="instead: base-only vs 4 rank-16 adapters vs 8 mixed-rank adapters at the top concurrency "
+        "(bench_llm_lora.py; --max-tokens 64 is plenty)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.lora:
+        from clients.bench_llm_lora import run as run_lora
+
+        run_lora(max(args.concurrency), args.max_tokens, args.rounds)
+        return
+    if args.constrained:
+        from clients.bench_llm_constrained import run
+
+        run(max(args.concurrency), args.max_tokens, args.rounds)
+        return
 
     results: list[PhaseResult] = []
-    server = ServerProcess.start(["--asr", "whisper-tiny.en"])
+    main_label = f"rtserve {args.after_args or 'default'}"
+    if args.before:
+        before = ServerProcess.start(["--asr", "none", "--quantize", "none", "--num-scheduler-steps", "1"])
+        try:
+            results += sweep(
+                before.base_url, "rtserve before (fp32, 1 step)", args.concurrency, args.max_tokens
+            )
+        finally:
+            before.stop()
+    server = ServerProcess.start(["--asr", "whisper-tiny.en", *args.after_args.split()])
     try:
         rss_idle, _ = server.memory_mb()
-        for c in args.concurrency:
-            requests = max(4, c)
-            results.append(asyncio.run(phase(server.base_url, "rtserve fp32", c, requests, args.max_tokens)))
-            print(results[-1].line(), flush=True)
+        results += sweep(server.base_url, main_label, args.concurrency, args.max_tokens)
         rss, peak = server.memory_mb()
     finally:
         server.stop()
+    if args.compare:
+        results += sweep(
+            args.compare.rstrip("/"), "compare " + args.compare, args.concurrency, args.max_tokens
+        )
+    if args.raw:
+        print(raw_decode(args.max_tokens).line(), flush=True)
     if args.int8:
         server = ServerProcess.start(["--asr", "none", "--quantize", "int8"])
         try:
@@ -157,7 +241,12 @@ def main() -> None:
     base = baseline(args.baseline_requests, args.baseline_requests, args.max_tokens)
     print(base.line(), flush=True)
 
-    by_conc = {r.concurrency: r for r in results if r.label == "rtserve fp32"}
+    by_conc = {r.concurrency: r for r in results if r.label == main_label}
+    for label in {r.label for r in results} - {main_label}:
+        for r in results:
+            if r.label == label and r.concurrency in by_conc:
+                ratio = by_conc[r.concurrency].tokens_per_s / r.tokens_per_s
+                print(f"  {main_label} vs {label} at concurrency {r.concurrency}: {ratio:.2f}x tokens/s")
     print("\nSummary")
     print(f"  server RSS with LLM + whisper-tiny.en loaded: {rss_idle:.0f} MiB idle, {rss:.0f} MiB after the run, "
           f"{peak:.0f} MiB peak")  # fmt: skip

@@ -3,6 +3,7 @@
     python -m clients.bench_realtime                       # both modes, ladder 1,2,4,6,8,12,16,24,32
     python -m clients.bench_realtime --sessions 1,4,8 --utterances 2
     python -m clients.bench_realtime --url http://127.0.0.1:8000   # one run against a running server
+    python -m clients.bench_realtime captions --sessions 1,4,8,16  # live-caption latency, old vs new policy
 
 Each session speaks vLLM's dialect: per utterance `commit`, appends at real time, `commit {final: true}`
 at the end of speech, then a pause. Measured per session and utterance:
@@ -193,12 +194,16 @@ async def run_level(url: str, n: int, utterances: list[Utterance], per_session: 
     return LevelResult(n, pct(finals, 50), pct(finals, 95), pct(words, 50), pct(words, 95), max(wers), errors)
 
 
-def start_server(model: str, max_asr_batch: int, threads: int | None, asr_quantize: str) -> ServerProcess:
+def start_server(
+    model: str, max_asr_batch: int, threads: int | None, asr_quantize: str, policy: str = "live"
+) -> ServerProcess:
     args = ["--model", model, "--max-asr-batch", str(max_asr_batch), "--asr-quantize", asr_quantize]
+    args += ["--policy", policy]
     if threads:
         args += ["--threads", str(threads)]
     (ROOT / "artifacts").mkdir(exist_ok=True)
-    log_path = ROOT / "artifacts" / f"bench_server_b{max_asr_batch}.log"
+    tag = "".join(c if c.isalnum() else "_" for c in policy)
+    log_path = ROOT / "artifacts" / f"bench_server_b{max_asr_batch}_{tag}.log"
     return ServerProcess.start(
         args, command=("clients.bench_realtime", "serve"), log_path=log_path, timeout_s=600
     )
@@ -212,16 +217,26 @@ def serve(args: argparse.Namespace) -> None:
 
     from engine.config import EngineConfig
     from realtime.limits import RealtimeLimits
+    from realtime.routes import STREAMING_KEY
+    from realtime.session import StreamingSettings
     from server.app import create_app
     from server.settings import ServerSettings
 
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("realtime.transcriber").setLevel(logging.DEBUG)  # early-word counts per turn
+    name, _, overrides = args.policy.partition(":")
+    legacy = name == "legacy"
     config = EngineConfig(
         llm=None, asr=[args.model], max_asr_batch=args.max_asr_batch, threads=args.threads,
-        asr_quantize=args.asr_quantize,
+        asr_quantize=args.asr_quantize, preview_order="fifo" if legacy else "fair",
     )  # fmt: skip
     settings = ServerSettings(realtime=RealtimeLimits(max_sessions=1024, max_buffered_audio_seconds=600.0))
     app = create_app(config, settings=settings)
+    streaming = StreamingSettings.legacy() if legacy else StreamingSettings()
+    for pair in [p for p in overrides.split(";") if p]:  # "live:confident_hold_back=0;..." (trials)
+        key, _, value = pair.partition("=")
+        setattr(streaming, key, type(getattr(streaming, key))(value))
+    app[STREAMING_KEY] = streaming
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
 
@@ -252,6 +267,35 @@ def capacity(results: list[LevelResult]) -> int:
     return best
 
 
+def captions(argv: list[str]) -> None:
+    """Live-caption latency (clients/bench_captions.py): each policy gets its own server, the same levels."""
+    from clients.bench_captions import __doc__ as workload
+    from clients.bench_captions import run_captions
+
+    p = argparse.ArgumentParser(
+        prog="bench_realtime captions", description=workload,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--model", default="whisper-tiny.en")
+    p.add_argument("--sessions", default="1,4,8,16", help="session counts, in order")
+    p.add_argument("--policies", default="legacy,live", help="legacy (the old streaming policy) and/or live")
+    p.add_argument("--threads", type=int, default=None, help="server torch threads")
+    p.add_argument("--asr-quantize", choices=["none", "int8"], default="none")
+    args = p.parse_args(argv)
+    policies = [x for x in args.policies.split(",") if x]
+    print(
+        f"model {args.model}; 4 sentences per session, 1.5 s gaps, server VAD 500 ms; cores {os.cpu_count()}"
+    )
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for policy in policies:
+            servers[policy] = start_server(args.model, 16, args.threads, args.asr_quantize, policy)
+        run_captions([int(x) for x in args.sessions.split(",")], policies, servers)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
@@ -261,7 +305,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-asr-batch", type=int, default=16)
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--asr-quantize", choices=["none", "int8"], default="none")
+        p.add_argument("--policy", default="live", help="live or legacy, then :FIELD=VALUE;... to try others")
         serve(p.parse_args(argv[1:]))
+        return
+    if argv and argv[0] == "captions":
+        captions(argv[1:])
         return
     p = argparse.ArgumentParser(
         prog="bench_realtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

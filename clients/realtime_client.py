@@ -4,6 +4,7 @@
     python -m clients.realtime_client speech.wav --speed 4            # 4x faster than real time
     python -m clients.realtime_client speech.wav --dialect vllm       # vLLM's realtime protocol
     python -m clients.realtime_client question.wav --conversation     # spoken turns answered by the LLM
+    python -m clients.realtime_client question.wav --conversation --save-audio reply.wav  # ... aloud
     rtserve realtime --mic                                            # needs `sounddevice`
 
 Partial text is printed live on one line per turn; the final transcript replaces it when the turn ends.
@@ -87,17 +88,35 @@ def openai_transcription_session(
     }
 
 
-def openai_conversation_session(rate: int = OPENAI_RATE, instructions: str | None = None) -> dict:
+def openai_conversation_session(
+    rate: int = OPENAI_RATE,
+    instructions: str | None = None,
+    audio_out: bool = False,
+    voice: str | None = None,
+) -> dict:
+    """A conversation session; `audio_out`: spoken replies (PCM16 at 24 kHz) with their transcripts."""
     session: dict = {
         "type": "realtime",
-        "output_modalities": ["text"],
+        "output_modalities": ["audio" if audio_out else "text"],
         "audio": {
             "input": {"format": {"type": "audio/pcm", "rate": rate}, "turn_detection": {"type": "server_vad"}}
         },
     }
     if instructions:
         session["instructions"] = instructions
+    if voice:
+        session["audio"]["output"] = {"voice": voice}
     return session
+
+
+REPLY_TEXT_DELTAS = ("response.output_text.delta", "response.output_audio_transcript.delta")
+
+
+def save_reply_audio(path: str, pcm: bytes) -> None:
+    """The replies' audio (PCM16 at 24 kHz, in order) as a sound file; the format follows the suffix."""
+    import soundfile as sf
+
+    sf.write(path, np.frombuffer(pcm, dtype="<i2"), OPENAI_RATE, subtype="PCM_16")
 
 
 # ---- the client ----
@@ -187,15 +206,21 @@ async def run_openai(
     model: str | None = None,
     vad: bool = True,
     timeout_s: float = 120.0,
+    reply_audio: bytearray | None = None,
 ) -> Transcript:
     """OpenAI GA dialect: stream at 24 kHz with server VAD (or one manual commit at the end).
 
     Returns once every turn is transcribed (and, in conversation mode, answered). A second identical
     session.update is sent after the audio: its `session.updated` proves the server has read everything.
+    `reply_audio`: ask for spoken replies and collect their audio (PCM16 at 24 kHz) into it.
     """
     out = Transcript()
     query = "" if conversation else "?intent=transcription"
-    session = openai_conversation_session() if conversation else openai_transcription_session(model, vad=vad)
+    session = (
+        openai_conversation_session(audio_out=reply_audio is not None)
+        if conversation
+        else openai_transcription_session(model, vad=vad)
+    )
     async with await _connect(url, api_key, query) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": session}))
         pending_turns = responses_open = updates = 0
@@ -231,12 +256,14 @@ async def run_openai(
                     printer.info(f"transcription failed: {event['error']}")
                 elif kind == "response.created":
                     responses_open += 1
-                elif kind == "response.output_text.delta":
+                elif kind in REPLY_TEXT_DELTAS:
                     printer.delta(event["delta"])
+                elif kind == "response.output_audio.delta" and reply_audio is not None:
+                    reply_audio.extend(base64.b64decode(event["delta"]))
                 elif kind == "response.done":
                     responses_open -= 1
                     text = "".join(
-                        part.get("text") or ""
+                        part.get("text") or part.get("transcript") or ""
                         for item in event["response"].get("output", [])
                         for part in item.get("content", [])
                     )
@@ -256,58 +283,6 @@ async def run_openai(
     return out
 
 
-async def run_mic(
-    url: str, api_key: str | None, conversation: bool, model: str | None, printer: Printer
-) -> None:
-    try:
-        import sounddevice  # type: ignore[import-not-found]
-    except (ImportError, OSError) as exc:
-        raise SystemExit(
-            f"--mic needs the `sounddevice` package and a working audio device ({exc})"
-        ) from None
-    queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-
-    def callback(indata, frames, time_info, status) -> None:  # audio thread
-        loop.call_soon_threadsafe(queue.put_nowait, indata[:, 0].copy())
-
-    query = "" if conversation else "?intent=transcription"
-    session = openai_conversation_session() if conversation else openai_transcription_session(model)
-    async with await _connect(url, api_key, query) as ws:
-        await ws.send(json.dumps({"type": "session.update", "session": session}))
-
-        async def send() -> None:
-            while True:
-                await ws.send(
-                    json.dumps(
-                        {"type": "input_audio_buffer.append", "audio": pcm16_base64(await queue.get())}
-                    )
-                )
-
-        with sounddevice.InputStream(
-            samplerate=OPENAI_RATE, channels=1, dtype="float32", blocksize=2400, callback=callback
-        ):
-            printer.info("listening; Ctrl-C to stop")
-            sender = asyncio.create_task(send())
-            try:
-                async for message in ws:
-                    event = json.loads(message)
-                    kind = event["type"]
-                    if (
-                        kind.endswith("input_audio_transcription.delta")
-                        or kind == "response.output_text.delta"
-                    ):
-                        printer.delta(event["delta"])
-                    elif kind.endswith("input_audio_transcription.completed"):
-                        printer.final("you" if conversation else "final", event["transcript"])
-                    elif kind == "response.done":
-                        printer.final("assistant", "")
-                    elif kind == "error":
-                        printer.info(f"error: {event['error']}")
-            finally:
-                sender.cancel()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rtserve realtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -320,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dialect", choices=["openai", "vllm"], default="openai", help="which realtime protocol to speak"
     )
     p.add_argument("--conversation", action="store_true", help="voice chat: the LLM answers each turn")
+    p.add_argument(
+        "--save-audio",
+        metavar="PATH",
+        help="with --conversation: ask for spoken replies and save their audio (24 kHz; .wav, .flac, .ogg)",
+    )
     p.add_argument("--model", help="speech model (default: the server's first)")
     p.add_argument("--language", help="spoken language for multilingual models")
     p.add_argument(
@@ -337,9 +317,14 @@ def main(argv: list[str] | None = None) -> None:
     printer = Printer(partials=not args.quiet)
     if args.dialect == "vllm" and args.conversation:
         raise SystemExit("--conversation needs --dialect openai (vLLM's protocol is transcription only)")
+    if args.save_audio and not args.conversation:
+        raise SystemExit("--save-audio needs --conversation (only replies are spoken)")
+    reply_audio = bytearray() if args.save_audio else None
     try:
         if args.mic:
-            asyncio.run(run_mic(url, args.api_key, args.conversation, args.model, printer))
+            from clients.realtime_mic import run_mic
+
+            asyncio.run(run_mic(url, args.api_key, args.conversation, args.model, printer, reply_audio))
         elif args.dialect == "vllm":
             audio = load_audio(args.file, VLLM_RATE)
             asyncio.run(run_vllm(url, audio, args.model, args.speed, args.api_key, printer))
@@ -355,12 +340,18 @@ def main(argv: list[str] | None = None) -> None:
                     args.conversation,
                     args.model,
                     not args.manual,
+                    reply_audio=reply_audio,
                 )
             )
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         raise SystemExit(f"cannot reach {args.url}: {exc}") from None
+    finally:
+        if reply_audio is not None:
+            save_reply_audio(args.save_audio, bytes(reply_audio))
+            seconds = len(reply_audio) / 2 / OPENAI_RATE
+            printer.info(f"saved {seconds:.1f} s of reply audio to {args.save_audio}")
 
 
 if __name__ == "__main__":

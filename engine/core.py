@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
@@ -24,9 +25,10 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import EngineStoppedError, InvalidParameter
-from engine.interface import ASRModelInfo
+from engine.interface import ASRModelInfo, EngineHealth
 from engine.lane import Lane
 from engine.lanes import LANE_BUILDERS
+from engine.llm.lora_manager import LoRAAdapterInfo
 from engine.memory import trim_heap
 from engine.pooling.request import PoolingModelInfo, PoolingOutput, PoolingRequest
 from engine.request import GenerationOutput, GenerationRequest, TranscriptionOutput, TranscriptionRequest
@@ -60,6 +62,11 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._accepting = True
+        # Set when a request arrives, or when a step plans other lanes' work too: the LLM's multi-step
+        # decode (engine/llm/runner.py) then returns after its current inner step instead of all of them.
+        self._arrivals = threading.Event()
+        if self._llm is not None:
+            self._llm.interrupt = self._arrivals
 
     @classmethod
     def load(cls, config: EngineConfig) -> Engine:
@@ -100,6 +107,20 @@ class Engine:
         return self._llm.vocab_size if self._llm else 0
 
     @property
+    def lora_adapters(self) -> dict[str, LoRAAdapterInfo]:
+        return dict(self._llm.loras.infos) if self._llm and self._llm.loras else {}
+
+    async def load_lora_adapter(self, name: str, path: str) -> LoRAAdapterInfo:
+        if self._llm is None or self._llm.loras is None:
+            raise InvalidParameter("model", "this server runs no LLM")
+        return await self._llm.loras.load(name, path, self._executor)  # read on the inference thread
+
+    async def unload_lora_adapter(self, name: str) -> None:
+        if self._llm is None or self._llm.loras is None:
+            raise InvalidParameter("lora_name", f"The lora adapter '{name}' cannot be found.", "not_found")
+        self._llm.loras.unload(name)  # its accepted requests finish first
+
+    @property
     def asr_models(self) -> dict[str, ASRModelInfo]:
         return self._asr.models if self._asr else {}
 
@@ -114,6 +135,12 @@ class Engine:
     def stats(self) -> EngineStats:
         self._stats.refresh_rate()
         return self._stats
+
+    def replica_stats(self) -> dict[str, EngineStats]:
+        return {}  # one engine, no replicas
+
+    def health(self) -> EngineHealth:
+        return EngineHealth("ok" if self.running else "unavailable")
 
     # ---- lifecycle ----
 
@@ -203,9 +230,12 @@ class Engine:
 
     async def step(self) -> bool:
         """Ask every lane for its share of the step, run them on the inference thread, hand results back."""
+        self._arrivals.clear()
         planned = [(lane, plan) for lane in self.lanes if (plan := lane.schedule()) is not None]
         if not planned:
             return False
+        if len(planned) > 1:
+            self._arrivals.set()  # other lanes step too: the LLM runs one decode step, as they do
         assert self._executor is not None
         results = await asyncio.get_running_loop().run_in_executor(self._executor, _run_lanes, planned)
         self._postprocess(planned, results)
@@ -252,6 +282,7 @@ class Engine:
             raise EngineStoppedError("the server is shutting down")
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         ticket = lane.add(request, outputs)
+        self._arrivals.set()
         self._wake.set()
         try:
             while True:

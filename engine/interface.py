@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from engine.llm.lora_manager import LoRAAdapterInfo
 from engine.pooling.request import PoolingModelInfo, PoolingOutput, PoolingRequest
 from engine.request import (
     GenerationOutput,
@@ -26,6 +27,16 @@ class ASRModelInfo:
     multilingual: bool  # False for .en models: no language choice, no translation
 
 
+@dataclass(frozen=True)
+class EngineHealth:
+    """What /health reports. A remote engine (engine/remote/) is degraded while fewer of its replicas run
+    than were asked for; the in-process engine is ok or unavailable."""
+
+    status: Literal["ok", "degraded", "unavailable"]
+    replicas: int | None = None  # replicas running (None: an in-process engine)
+    replicas_wanted: int | None = None
+
+
 class EngineClient(Protocol):
     device: str
     llm_name: str | None  # None: no LLM served; else the first of served_model_names (reported in replies)
@@ -38,6 +49,7 @@ class EngineClient(Protocol):
     asr_models: dict[str, ASRModelInfo]
     pooling_models: dict[str, PoolingModelInfo]  # embedders, classifiers, cross-encoders (first: default)
     tts_voices: dict[str, VoiceInfo]  # speech synthesis voices (first: default); {} when TTS is off
+    lora_adapters: dict[str, LoRAAdapterInfo]  # LoRA adapters served beside the LLM, by name ({}: none)
 
     @property
     def running(self) -> bool: ...
@@ -62,4 +74,20 @@ class EngineClient(Protocol):
         an unknown voice, empty or over-long text, or a speed out of range. Leaving the loop aborts it."""
         ...
 
+    async def load_lora_adapter(self, name: str, path: str) -> LoRAAdapterInfo:
+        """Serve the PEFT adapter in directory `path` as `name`. Raises InvalidParameter (a 400) for a name
+        taken, a missing or corrupt adapter, a rank over the limit or an adapter for another model."""
+        ...
+
+    async def unload_lora_adapter(self, name: str) -> None:
+        """Stop serving `name` (new requests get model_not_found; accepted ones finish with it). Raises
+        InvalidParameter with code model_not_found when no adapter has that name."""
+        ...
+
     def stats(self) -> EngineStats: ...
+
+    def replica_stats(self) -> dict[str, EngineStats]:
+        """Each replica's own stats, by replica id, for /metrics' labelled series ({} in process)."""
+        ...
+
+    def health(self) -> EngineHealth: ...

@@ -27,6 +27,7 @@ class GenerationRequest:
     prompt_token_ids: list[int]
     params: SamplingParams
     priority: Priority = Priority.BATCH
+    lora_name: str | None = None  # a served LoRA adapter (EngineClient.lora_adapters); None: the base model
 
 
 @dataclass
@@ -84,6 +85,9 @@ class TranscriptionRequest:
     # Text tokens the decode likely starts with (a live turn's previous hypothesis): verified in one
     # pass instead of decoded token by token. The result is the same; see WhisperJob.draft_tokens.
     draft_tokens: list[int] | None = None
+    # A live turn's id (its previews share it): the ASR scheduler runs a turn's first preview ahead of
+    # other turns' later ones and sheds previews fairly across turns. None for everything else.
+    live_stream: str | None = None
 
 
 @dataclass
@@ -101,12 +105,24 @@ class TranscriptSegment:
 
 
 @dataclass
+class TranscriptionLogprob:
+    """One decoded text token and its log-probability (OpenAI's transcription `logprobs` entries)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]  # the token's UTF-8 bytes (a token may hold part of a character)
+
+
+@dataclass
 class TranscriptionResult:
     text: str
     language: str
     duration: float  # seconds of audio
     segments: list[TranscriptSegment]
     tokens: int  # decoded tokens, for usage
+    # Every text token of the transcript, in order, with its log-probability (greedy decoding's choice
+    # under Whisper's decoding rules); timestamps and special tokens are left out. None when not decoded.
+    logprobs: list[TranscriptionLogprob] | None = None
 
 
 @dataclass

@@ -33,6 +33,11 @@ class EngineStats:
     asr_requests_finished: int = 0
     asr_draft_tokens: int = 0  # draft tokens verified (live turns' previous hypotheses)
     asr_draft_accepted: int = 0  # of those, kept: decoder steps saved
+    # Speech synthesis
+    tts_waiting: int = 0  # pieces of text queued
+    tts_pieces_total: int = 0
+    tts_audio_seconds_total: float = 0.0  # audio made
+    tts_synthesis_seconds_total: float = 0.0  # inference-thread time spent making it
     # Steps
     steps_total: int = 0
     started_at: float = field(default_factory=time.time)

@@ -12,7 +12,7 @@ import pydantic
 from aiohttp import web
 
 from engine.client_text import check_client_text
-from engine.errors import EngineStoppedError, InvalidParameter
+from engine.errors import EngineOverloadedError, EngineStoppedError, InvalidParameter
 
 log = logging.getLogger("rtserve.http")
 
@@ -90,6 +90,8 @@ def engine_error(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, EngineStoppedError):
         return APIError(f"The engine is not running: {exc}", status=503, code="engine_unavailable")
+    if isinstance(exc, EngineOverloadedError):
+        return APIError(f"The engine is overloaded: {exc}", status=503, code="engine_overloaded")
     if isinstance(exc, InvalidParameter):
         return invalid_parameter(exc)
     if isinstance(exc, ValueError):

@@ -30,8 +30,32 @@ def require_llm(engine: EngineClient, model: str | None, param: str = "model") -
             code="model_not_found",
         )
     if model is not None and model not in engine.served_model_names:
-        raise model_not_found(model, param)
+        if lora_adapter(engine, model) is None:
+            raise model_not_found(model, param)
+        return model  # a LoRA adapter: replies name it as the request did (vLLM, SGLang)
     return engine.llm_name
+
+
+def lora_adapter(engine: EngineClient, model: str | None) -> str | None:
+    """The LoRA adapter a request's model names, "adapter" (vLLM) or "base:adapter" (SGLang); None for the
+    base model or a name that is not served."""
+    if model is None or model in engine.served_model_names:
+        return None
+    adapters = engine.lora_adapters
+    if model in adapters:
+        return model
+    base, colon, name = model.rpartition(":")
+    return name if colon and base in engine.served_model_names and name in adapters else None
+
+
+def lora_by_path(engine: EngineClient, lora_path: str | None) -> str | None:
+    """SGLang's lora_path: a served adapter's name (or the directory it was loaded from); 404 if none."""
+    if lora_path is None:
+        return None
+    for info in engine.lora_adapters.values():
+        if lora_path in (info.name, info.path):
+            return info.name
+    raise model_not_found(lora_path, "lora_path")
 
 
 def check_token_ids(engine: EngineClient, ids: list[int], param: str) -> None:
@@ -97,14 +121,16 @@ def request_template(
 async def encode_messages(
     engine: EngineClient,
     limits: HTTPLimits,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     chat_template: str | None,
     template_kwargs: dict[str, Any] | None,
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
     add_special_tokens: bool = False,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Prompt ids for chat messages, rendered off the event loop (engine/llm/chat.py)."""
+    """Prompt ids for chat messages (and the tools the template describes), rendered off the event loop
+    (engine/llm/chat.py)."""
     template, kwargs = request_template(chat_template, template_kwargs, limits.trust_request_chat_template)
     return await encode_chat_async(
         engine.tokenizer,
@@ -114,6 +140,7 @@ async def encode_messages(
         add_generation_prompt=add_generation_prompt,
         continue_final_message=continue_final_message,
         add_special_tokens=add_special_tokens,
+        tools=tools,
     )
 
 

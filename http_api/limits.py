@@ -20,3 +20,9 @@ class HTTPLimits:
     responses_store_size: int = 1000
     responses_store_ttl: float = 3600.0
     trust_request_chat_template: bool = False  # render a chat_template sent with a request (else a 400)
+    # Chat output parsing (server/cli_chat.py): the tool-call parser for tool_choice "auto" (None: "auto"
+    # is refused), whether "auto" is on, and the reasoning parser (None: thinking stays in content)
+    tool_call_parser: str | None = "hermes"
+    enable_auto_tool_choice: bool = True
+    reasoning_parser: str | None = None
+    enable_lora_runtime_updates: bool = False  # serve the LoRA load/unload routes (http_api/routes_lora.py)

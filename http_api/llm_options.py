@@ -53,7 +53,7 @@ def engine_params(
 ) -> SamplingParams:
     """`params` plus what needs the tokenizer or the route: bad words, prompt logprobs, and the sampled
     tokens' logprobs that best_of ranks by (asked for here; a reply shows them only if the client did)."""
-    extra: dict[str, Any] = {"prompt_logprobs": prompt_logprobs}
+    extra: dict[str, Any] = {"prompt_logprobs": prompt_logprobs, "structured": req.structured_output()}
     if req.bad_words:
         extra["bad_words_ids"] = bad_words_ids(engine.tokenizer, req.bad_words)
     if (req.best_of or req.n) > req.n and params.logprobs is None:

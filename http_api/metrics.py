@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.stats import EngineStats
@@ -52,6 +52,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("asr_requests_finished_total", "counter", "Transcriptions finished", "asr_requests_finished"),
     Metric("asr_draft_tokens_total", "counter", "Whisper draft tokens verified (previous live hypotheses)", "asr_draft_tokens"),
     Metric("asr_draft_accepted_total", "counter", "Whisper draft tokens kept: decoder steps saved", "asr_draft_accepted"),
+    Metric("tts_pieces_waiting", "gauge", "Pieces of text queued for speech synthesis", "tts_waiting"),
+    Metric("tts_pieces_total", "counter", "Pieces of text spoken", "tts_pieces_total"),
+    Metric("tts_audio_seconds_total", "counter", "Seconds of speech synthesized", "tts_audio_seconds_total"),
+    Metric("tts_synthesis_seconds_total", "counter", "Inference-thread seconds spent synthesizing speech", "tts_synthesis_seconds_total"),
     Metric("engine_steps_total", "counter", "Engine steps run", "steps_total"),
 )  # fmt: skip
 
@@ -69,10 +73,19 @@ def _sample(name: str, kind: str, help: str, value: float) -> list[str]:
     return [f"# HELP {name} {help}", f"# TYPE {name} {kind}", f"{name} {_number(value)}"]
 
 
-def render(stats: EngineStats, now: float | None = None, gauges: Sequence[Gauge] = ()) -> str:
+def render(
+    stats: EngineStats,
+    now: float | None = None,
+    gauges: Sequence[Gauge] = (),
+    replicas: Mapping[str, EngineStats] | None = None,
+) -> str:
+    """`replicas`: each engine replica's stats (a remote engine): every metric also gets a series per
+    replica, labelled replica="ID", after the deployment's total."""
     lines: list[str] = []
     for metric in METRICS:
         lines += _sample(metric.name, metric.kind, metric.help, getattr(stats, metric.stat))
+        for replica, own in sorted((replicas or {}).items()):
+            lines.append(f'{PREFIX}{metric.name}{{replica="{replica}"}} {_number(getattr(own, metric.stat))}')
     for gauge in gauges:
         lines += _sample(gauge.name, "gauge", gauge.help, gauge.read())
     uptime = (now if now is not None else time.time()) - stats.started_at

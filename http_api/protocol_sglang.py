@@ -44,9 +44,8 @@ class SGLangSamplingParams(StrictModel):
     stream_interval: int | None = None
 
     def check_supported(self, where: str) -> None:
-        for name in ("json_schema", "regex", "ebnf", "structural_tag", "custom_params"):
-            if getattr(self, name) is not None:
-                raise unsupported(f"{where}.{name}", "constrained decoding is not available")
+        if self.custom_params is not None:
+            raise unsupported(f"{where}.custom_params")
         if self.n != 1:
             raise unsupported(f"{where}.n", "send a batch of prompts instead")
 
@@ -90,7 +89,7 @@ class GenerateRequest(StrictModel):
     audio_data: Any | None = None
     video_data: Any | None = None
     input_embeds: Any | None = None
-    lora_path: Any | None = None
+    lora_path: str | list[str | None] | None = None  # a served LoRA adapter's name, per prompt if a list
     session_params: Any | None = None
     custom_logit_processor: Any | None = None
     return_hidden_states: bool = False
@@ -99,7 +98,7 @@ class GenerateRequest(StrictModel):
         for name in ("image_data", "audio_data", "video_data", "input_embeds"):
             if getattr(self, name) is not None:
                 raise unsupported(name, "the served model only reads text")
-        for name in ("lora_path", "session_params", "custom_logit_processor"):
+        for name in ("session_params", "custom_logit_processor"):
             if getattr(self, name) is not None:
                 raise unsupported(name)
         if self.return_hidden_states:
@@ -108,6 +107,13 @@ class GenerateRequest(StrictModel):
             raise unsupported("logprob_start_len", "input token logprobs are not computed")
         if not 0 <= self.top_logprobs_num <= 20:
             raise bad_request("top_logprobs_num must be between 0 and 20", param="top_logprobs_num")
+
+    def lora_for(self, i: int) -> str | None:
+        if isinstance(self.lora_path, list):
+            if len(self.lora_path) <= i:
+                raise bad_request("lora_path has fewer entries than there are prompts", param="lora_path")
+            return self.lora_path[i]
+        return self.lora_path
 
     @property
     def is_batch(self) -> bool:
@@ -182,3 +188,25 @@ class GenerateResponse(BaseModel):
             else None
         )
         return body
+
+
+class LoadLoRAAdapterReqInput(StrictModel):
+    """POST /load_lora_adapter."""
+
+    lora_name: str
+    lora_path: str
+    pinned: bool = False  # accepted: an adapter here stays loaded until it is unloaded
+
+
+class UnloadLoRAAdapterReqInput(StrictModel):
+    """POST /unload_lora_adapter."""
+
+    lora_name: str
+
+
+class LoRAUpdateOutput(BaseModel):
+    """The reply to both: what is loaded after the update (name -> path)."""
+
+    success: bool
+    error_message: str | None = None
+    loaded_adapters: dict[str, str] | None = None

@@ -33,6 +33,7 @@ from http_api.protocol_openai.responses_output import (
     ResponseUsage,
     item_id,
 )
+from http_api.structured_outputs import from_text_format
 from http_api.tool_calls import call_text, output_text, split_calls, tools_prompt
 
 Message = dict[str, Any]
@@ -73,6 +74,7 @@ def sampling_params(req: ResponsesRequest, max_tokens: int) -> SamplingParams:
         min_p=req.min_p or 0.0,
         repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
         seed=req.seed,
+        structured=from_text_format(req.text.format or {}) if req.text else None,
     )
 
 

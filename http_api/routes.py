@@ -16,8 +16,10 @@ from http_api.demo_page import setup_demo_routes
 from http_api.limits import HTTPLimits
 from http_api.metrics import Gauge
 from http_api.request_id import echo_request_id
+from http_api.routes_lora import add_lora_routes
 from http_api.routes_pooling import add_pooling_routes
 from http_api.routes_responses import add_responses_routes
+from http_api.routes_speech import create_speech
 
 
 def add_http_routes(app: web.Application) -> None:
@@ -26,6 +28,7 @@ def add_http_routes(app: web.Application) -> None:
     app.router.add_post("/generate", routes_generate.generate)
     app.router.add_post("/v1/audio/transcriptions", routes_audio.transcriptions)
     app.router.add_post("/v1/audio/translations", routes_audio.translations)
+    app.router.add_post("/v1/audio/speech", create_speech)
     app.router.add_get("/v1/models", routes_meta.list_models)
     app.router.add_get("/v1/models/{model}", routes_meta.get_model)
     app.router.add_get("/health", routes_meta.health)
@@ -34,6 +37,7 @@ def add_http_routes(app: web.Application) -> None:
     app.router.add_post("/tokenize", routes_meta.tokenize)
     app.router.add_post("/detokenize", routes_meta.detokenize)
     add_pooling_routes(app)  # /v1/embeddings, /pooling, /classify, /score, /rerank
+    add_lora_routes(app)  # /v1/load_lora_adapter, /load_lora_adapter and the unloads
     add_responses_routes(app, app.get(SETTINGS_KEY) or HTTPLimits())  # /v1/responses[/{id}[/cancel]]
 
 

@@ -19,6 +19,7 @@ from http_api.generation import (
     closing,
     collect,
     fan_out,
+    lora_adapter,
     require_llm,
     resolve_max_tokens,
     seeded,
@@ -69,7 +70,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
         sampling = with_defaults(req.to_sampling_params(max_tokens, req.logprobs), req, engine)
         sampling = engine_params(sampling, req, engine, req.engine_prompt_logprobs())
         params = validated(sampling, engine, LOGPROBS_NAME)
-        requests += [GenerationRequest(list(ids), seeded(params, j)) for j in range(samples)]
+        lora = lora_adapter(engine, req.model)  # None: the base model
+        requests += [GenerationRequest(list(ids), seeded(params, j), lora_name=lora) for j in range(samples)]
     check_tokens(limits, requests, "max_tokens")
     if req.stream:
         return await stream_completions(request, req, model, prompts, requests)

@@ -20,6 +20,7 @@ from http_api.generation import (
     clamp_logprob,
     closing,
     fan_out,
+    lora_by_path,
     require_llm,
     resolve_max_tokens,
     token_text,
@@ -35,6 +36,7 @@ from http_api.protocol_sglang import (
     MetaInfo,
 )
 from http_api.sampling_defaults import with_defaults
+from http_api.structured_outputs import from_sglang
 
 SAMPLING_NAMES = {
     "max_tokens": "max_new_tokens",
@@ -117,8 +119,11 @@ def build_requests(
             asked = min(DEFAULT_MAX_NEW_TOKENS, room) if room > 0 else None
         max_tokens = resolve_max_tokens(engine, len(ids), asked, "max_new_tokens", prompt_param)
         sampling = with_defaults(params[i].to_engine(max_tokens, logprobs), params[i], engine)
+        sp = params[i]
+        sampling.structured = from_sglang(where, sp.json_schema, sp.regex, sp.ebnf, sp.structural_tag)
         sampling = validated(sampling, engine, SAMPLING_NAMES)
-        requests.append(GenerationRequest(list(ids), sampling))
+        lora = lora_by_path(engine, req.lora_for(i))  # None: the base model
+        requests.append(GenerationRequest(list(ids), sampling, lora_name=lora))
         states.append(
             SequenceState(rid=rids[i] or uuid.uuid4().hex, prompt_tokens=len(ids), max_tokens=max_tokens)
         )

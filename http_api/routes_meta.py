@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 
 from aiohttp import web
@@ -29,6 +30,12 @@ def model_cards(engine: EngineClient) -> list[ModelCard]:
         ModelCard(id=name, created=created, max_model_len=engine.max_model_len, generation_defaults=defaults)
         for name in engine.served_model_names  # the LLM under each of its names; the first is reported
     ]
+    cards += [
+        ModelCard(
+            id=name, created=created, max_model_len=engine.max_model_len, root=info.path, parent=info.parent
+        )
+        for name, info in engine.lora_adapters.items()  # LoRA adapters, each on its base model
+    ]
     cards += [ModelCard(id=name, created=created) for name in engine.asr_models]
     cards += [
         ModelCard(id=name, created=created, max_model_len=info.max_model_len, task=info.task)
@@ -55,7 +62,9 @@ async def health(request: web.Request) -> web.Response:
     engine = request.app.get(ENGINE_KEY)
     if engine is None or not engine.running:
         return web.json_response({"status": "unavailable"}, status=503)
-    return web.json_response({"status": "ok"})
+    health = engine.health()  # degraded (still serving): fewer engine replicas up than asked for
+    body = {k: v for k, v in dataclasses.asdict(health).items() if v is not None}
+    return web.json_response(body, status=503 if health.status == "unavailable" else 200)
 
 
 def server_version() -> str:
@@ -70,7 +79,8 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def prometheus(request: web.Request) -> web.Response:
-    text = metrics.render(request.app[ENGINE_KEY].stats(), gauges=request.app[GAUGES_KEY])
+    engine = request.app[ENGINE_KEY]
+    text = metrics.render(engine.stats(), gauges=request.app[GAUGES_KEY], replicas=engine.replica_stats())
     return web.Response(text=text, content_type=metrics.CONTENT_TYPE)
 
 

@@ -18,7 +18,14 @@ from engine.request import GenerationRequest
 from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
 from http_api.budget import check_tokens
 from http_api.errors import APIError, bad_request, parse_model, read_json
-from http_api.generation import collect, encode_messages, require_llm, resolve_max_tokens, validated
+from http_api.generation import (
+    collect,
+    encode_messages,
+    lora_adapter,
+    require_llm,
+    resolve_max_tokens,
+    validated,
+)
 from http_api.limits import HTTPLimits
 from http_api.protocol_openai.responses import ResponsesRequest
 from http_api.protocol_openai.responses_output import DeletedResponse, ResponseObject
@@ -72,7 +79,7 @@ async def plan_response(request: web.Request, engine: EngineClient, limits: HTTP
     requested = max_tokens_or_default(req.max_output_tokens, engine, len(prompt_ids))
     max_tokens = resolve_max_tokens(engine, len(prompt_ids), requested, "max_output_tokens", "input")
     params = validated(with_defaults(sampling_params(req, max_tokens), req, engine), engine, MAX_TOKENS_NAME)
-    generation = GenerationRequest(list(prompt_ids), params)
+    generation = GenerationRequest(list(prompt_ids), params, lora_name=lora_adapter(engine, req.model))
     check_tokens(limits, [generation], "max_output_tokens")
     rid = request_id(request, "resp", sep="_")
     return ResponsePlan(rid, model, req, tools, calls_allowed, conversation, generation)

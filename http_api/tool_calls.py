@@ -1,20 +1,140 @@
-"""Function calling without constrained decoding, in the Hermes convention most open chat models know.
+"""Function calling: what a chat request's `tools` and `tool_choice` ask of the model (a ToolPlan), the call
+ids, and the Hermes notation that the Responses API writes its prompt in.
 
-The tools are described to the model in a system message; a call is the JSON object
-`{"name": ..., "arguments": {...}}` between `<tool_call>` and `</tool_call>` in its text, which is parsed
-out of the reply when it is there (nothing forces the model to produce one: a small model often will not).
-Earlier calls and their outputs go back to the model in the same notation.
+On /v1/chat/completions the tools go to the chat template (the embedded SmolLM2 gets a tool-capable one,
+engine/llm/chat.py). tool_choice "auto" lets the model call or not, and the calls are parsed out of its
+text by the --tool-call-parser (http_api/tool_parsers/); "required" and a named function force a call
+with a grammar (http_api/tool_parsers/forced.py), so the arguments always validate; "none" shows the tools
+but parses nothing, as vLLM does.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*(?:</tool_call>|$)", re.DOTALL)
+from jsonschema import Draft202012Validator, SchemaError, validators
+
+from engine.structured_output import StructuredOutput
+from http_api.errors import bad_request
+from http_api.structured_outputs import checked
+from http_api.tool_parsers import DEFAULT_TOOL_PARSER, ParsedCall, ToolParser, tool_parser
+from http_api.tool_parsers.forced import forced_call_output
+from http_api.tool_parsers.hermes import CLOSE, OPEN, HermesToolParser
+
+ToolMode = Literal["none", "auto", "required", "named"]
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """The server's tool options (--tool-call-parser, --enable-auto-tool-choice)."""
+
+    parser: str | None
+    auto: bool
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    tools: list[dict[str, Any]]  # OpenAI tool objects, for the chat template
+    names: frozenset[str]
+    mode: ToolMode
+    named: str | None = None  # the function a named tool_choice forces
+    structured: StructuredOutput | None = None  # the grammar of a forced call
+    parser: ToolParser | None = None  # mode "auto": reads calls out of the text
+    parallel: bool = True
+
+
+def check_parameters(schema: Any, param: str) -> None:
+    """A function's `parameters` must be a JSON Schema for an object; 400 naming what is wrong."""
+    if not isinstance(schema, dict):
+        raise bad_request(f"{param} must be a JSON Schema object", param=param, code="invalid_schema")
+    validator = validators.validator_for(schema, default=Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise bad_request(
+            f"{param} is not a valid JSON Schema: {exc.message}" + (f" (at '{where}')" if where else ""),
+            param=param,
+            code="invalid_schema",
+        ) from None
+    if schema.get("type", "object") != "object":
+        raise bad_request(
+            f"{param} must describe an object (type 'object'), not type {json.dumps(schema['type'])}",
+            param=param,
+            code="invalid_schema",
+        )
+
+
+def _named_choice(choice: dict[str, Any], names: set[str]) -> str:
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    if choice.get("type") != "function" or not isinstance(name, str):
+        raise bad_request(
+            "tool_choice must be 'none', 'auto', 'required' or "
+            "{'type': 'function', 'function': {'name': ...}}",
+            param="tool_choice",
+        )
+    if name not in names:
+        raise bad_request(
+            f"tool_choice names the function '{name}', which is not in tools", param="tool_choice"
+        )
+    return name
+
+
+def _mode(tool_choice: str | dict[str, Any] | None, has_tools: bool) -> ToolMode:
+    if tool_choice is None:
+        return "auto" if has_tools else "none"
+    if isinstance(tool_choice, dict):
+        return "named"
+    if tool_choice not in ("none", "auto", "required"):
+        raise bad_request(
+            f"tool_choice must be 'none', 'auto', 'required' or a named function, not '{tool_choice}'",
+            param="tool_choice",
+        )
+    return tool_choice  # type: ignore[return-value]
+
+
+def plan_tools(
+    tools: list[dict[str, Any]] | None,
+    tool_choice: str | dict[str, Any] | None,
+    parallel_tool_calls: bool | None,
+    settings: ToolSettings,
+) -> ToolPlan | None:
+    """The plan for a request's tools (already shaped as OpenAI tool objects); None without tools.
+    400 for a tool_choice that names no given tool, needs tools that are absent, or asks for "auto" on a
+    server without a tool-call parser."""
+    mode = _mode(tool_choice, bool(tools))
+    if not tools:
+        if mode != "none":
+            raise bad_request("tool_choice needs tools: none were given", param="tool_choice")
+        return None
+    functions = {t["function"]["name"]: t["function"].get("parameters") for t in tools}
+    for i, tool in enumerate(tools):
+        if tool["function"].get("parameters") is not None:
+            check_parameters(tool["function"]["parameters"], f"tools[{i}].function.parameters")
+    names = frozenset(functions)
+    parallel = parallel_tool_calls is not False
+    notation = tool_parser(settings.parser or DEFAULT_TOOL_PARSER).notation
+    if mode == "named":
+        named = _named_choice(tool_choice, set(names))  # type: ignore[arg-type]
+        forced = forced_call_output([(named, functions[named])], notation, parallel=False)
+        return ToolPlan(tools, names, mode, named=named, structured=checked(forced), parallel=parallel)
+    if mode == "required":
+        forced = forced_call_output(list(functions.items()), notation, parallel)
+        return ToolPlan(tools, names, mode, structured=checked(forced), parallel=parallel)
+    if mode == "auto":
+        if not settings.auto or settings.parser is None:
+            raise bad_request(
+                '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+                param="tool_choice",
+            )
+        return ToolPlan(tools, names, mode, parser=tool_parser(settings.parser), parallel=parallel)
+    return ToolPlan(tools, names, mode, parallel=parallel)
+
+
+# ---- the Responses API's prompt, in the same Hermes notation the chat template uses ----
 
 TOOLS_PROMPT = """You can call functions to help with the user's request. The functions, as JSON schemas:
 <tools>
@@ -25,11 +145,7 @@ To call a function, reply with a JSON object holding its name and arguments betw
 {{"name": "function_name", "arguments": {{"argument": "value"}}}}
 </tool_call>"""
 
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: str  # a JSON object, as text
+_hermes = HermesToolParser()
 
 
 def tools_prompt(tools: list[dict[str, Any]]) -> str:
@@ -55,49 +171,11 @@ def output_text(output: str) -> str:
     return f"<tool_response>\n{output}\n</tool_response>"
 
 
-def _parse_call(body: str, names: set[str]) -> ToolCall | None:
-    try:
-        obj = json.loads(body)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict) or obj.get("name") not in names:
-        return None
-    args = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
-            return None
-    if not isinstance(args, dict):
-        return None
-    return ToolCall(name=obj["name"], arguments=json.dumps(args, ensure_ascii=False))
-
-
-def split_calls(text: str, names: set[str]) -> tuple[str, list[ToolCall]]:
-    """(the text with every well-formed call to a known function cut out, those calls). Text before the
-    first call is kept exactly, so whatever was streamed of it stays a prefix of the final text."""
-    calls: list[ToolCall] = []
-    kept: list[str] = []
-    pos = 0
-    for match in _CALL.finditer(text):
-        call = _parse_call(match.group(1), names)
-        if call is None:
-            continue
-        kept.append(text[pos : match.start()])
-        calls.append(call)
-        pos = match.end()
-    kept.append(text[pos:])
-    rest = "".join(kept)
-    return (rest if not calls or rest.strip() else ""), calls
+def split_calls(text: str, names: set[str]) -> tuple[str, list[ParsedCall]]:
+    """(the text with every well-formed call to a known function cut out, those calls)."""
+    return _hermes.extract(text, names)
 
 
 def safe_prefix_len(text: str) -> int:
-    """How much of a growing reply may be streamed as text: all of it up to a call's opening tag, less any
-    ending that could still become one."""
-    start = text.find(OPEN)
-    if start >= 0:
-        return start
-    for keep in range(min(len(OPEN) - 1, len(text)), 0, -1):
-        if text.endswith(OPEN[:keep]):
-            return len(text) - keep
-    return len(text)
+    """How much of a growing reply may be streamed as text (up to a call's opening tag)."""
+    return _hermes.content_prefix_len(text)

@@ -66,6 +66,7 @@ class TurnListener(Protocol):
     def delta(self, item_id: str, text: str) -> None: ...
     def transcribed(self, item_id: str, transcript: str, turn: TurnTranscriber) -> None: ...
     def transcription_failed(self, item_id: str, error: BaseException) -> None: ...
+    def timeout_triggered(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> None: ...
 
 
 class AudioInput:
@@ -97,6 +98,7 @@ class AudioInput:
         self._busy: asyncio.Task | None = None  # the one decode in flight (partial or final)
         self._last_final: asyncio.Task | None = None
         self.history: list[str] = []  # transcripts of earlier turns (Whisper prompt context)
+        self.idle_since = 0  # server_vad idle_timeout_ms counts silence from this 16 kHz sample
         self._tasks: set[asyncio.Task] = set()
         self.apply_config(config, mode)
 
@@ -163,13 +165,38 @@ class AudioInput:
                 self._feed_turn(min(event.sample, self.position))
                 self.listener.speech_stopped(self.turn_item_id or "", event.sample * 1000 // SAMPLE_RATE)
                 self.end_turn()
+                self.idle_since = event.sample
         if self.turn is not None:
             self._feed_turn(self.position)
             self._maybe_partial()
+        elif self._idle_timed_out():
+            self._commit_idle()
         keep_from = self.position - int(RING_SECONDS * SAMPLE_RATE)
         if self._ring_start < keep_from:
             self._ring = self._ring[keep_from - self._ring_start :]
             self._ring_start = keep_from
+
+    def restart_idle(self) -> None:
+        """The idle timeout counts from now (a response is playing, or just ended)."""
+        self.idle_since = self.position
+
+    def _idle_timed_out(self) -> bool:
+        timeout_ms = self.config.idle_timeout_ms
+        if timeout_ms is None or self.turn is not None or (self.vad is not None and self.vad.speaking):
+            return False
+        return self.position - self.idle_since >= timeout_ms * SAMPLE_RATE // 1000
+
+    def _commit_idle(self) -> None:
+        """server_vad's idle timeout: the silence is committed as a turn (its last RING_SECONDS, which is
+        all Whisper needs to hear that nothing was said), like OpenAI's input_audio_buffer.timeout_triggered."""
+        item_id = new_id("item")
+        start_ms, end_ms = self.idle_since * 1000 // SAMPLE_RATE, self.position * 1000 // SAMPLE_RATE
+        self.listener.timeout_triggered(item_id, start_ms, end_ms)
+        self._start_turn(item_id)
+        self._turn_fed_until = max(self.idle_since, self._ring_start)
+        self._feed_turn(self.position)
+        self.end_turn()
+        self.idle_since = self.position
 
     def _feed_turn(self, until: int) -> None:
         if self.turn is None or until <= self._turn_fed_until:
@@ -186,7 +213,7 @@ class AudioInput:
 
     def _start_turn(self, item_id: str) -> None:
         config = self.config
-        decoder = EngineDecoder(self.engine, config.asr_model, config.language, self.settings)
+        decoder = EngineDecoder(self.engine, config.asr_model, config.language, self.settings, item_id)
         self.turn = TurnTranscriber(decoder, self.settings, self._context())
         self.turn_item_id = item_id
 

@@ -1,4 +1,4 @@
-"""Conversation mode: user turns become items, the LLM answers with streamed text responses.
+"""Conversation mode: user turns become items, the LLM answers with streamed text or speech (realtime/reply.py).
 
 The item history is the model's context; when it no longer fits `engine.max_model_len` the oldest items
 are dropped first. One response runs at a time. Cancelling its task (response.cancel, barge-in, or the
@@ -11,54 +11,27 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Literal
+
+__all__ = ["Conversation", "ConversationError", "Item", "ResponseOptions"]
 
 from engine.errors import InvalidParameter
 from engine.interface import EngineClient
 from engine.llm.chat import encode_chat
-from engine.request import GenerationRequest, Priority
-from engine.sampling import SamplingParams
 from realtime import protocol_openai as oa
 from realtime.outbox import Outbox
+from realtime.reply import Item, ReplyStream, ResponseOptions
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_OUTPUT_TOKENS = 512  # what "inf" means here: small models ramble
 MIN_REPLY_TOKENS = 64  # drop old items until at least this much room is left for the answer
 
-Role = Literal["user", "assistant", "system"]
-
-
-@dataclass
-class Item:
-    id: str
-    role: Role
-    text: str | None  # None while a user turn is still being transcribed
-    audio: bool = False
-    status: Literal["completed", "incomplete", "in_progress"] = "completed"
-
-    def to_event_item(self) -> oa.MessageItem:
-        if self.role == "assistant":
-            content = [oa.ContentPart(type="output_text", text=self.text or "")]
-        elif self.audio:
-            content = [oa.ContentPart(type="input_audio", transcript=self.text)]
-        else:
-            content = [oa.ContentPart(type="input_text", text=self.text or "")]
-        return oa.MessageItem(id=self.id, role=self.role, status=self.status, content=content)
-
 
 class ConversationError(ValueError):
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.param = code, message, param
-
-
-@dataclass
-class ResponseOptions:
-    instructions: str
-    max_output_tokens: int | None
-    metadata: dict[str, str] | None = None
 
 
 class Conversation:
@@ -127,6 +100,57 @@ class Conversation:
             raise ConversationError("invalid_value", f"an item with id `{item_id}` already exists", "item.id")
         self._add(Item(id=item_id, role=item.role, text="".join(texts)))
 
+    def _find(self, item_id: str) -> Item:
+        for item in self.items:
+            if item.id == item_id:
+                return item
+        raise ConversationError(
+            "item_not_found", f"Conversation item with id '{item_id}' does not exist", "item_id"
+        )
+
+    def retrieve(self, item_id: str) -> None:
+        self.outbox.send(oa.ConversationItemRetrievedEvent(item=self._find(item_id).to_event_item()))
+
+    def delete(self, item_id: str) -> None:
+        item = self._find(item_id)
+        if item.status == "in_progress":
+            raise ConversationError(
+                "item_in_progress", f"Item '{item_id}' is still in progress and cannot be deleted", "item_id"
+            )
+        self.items.remove(item)
+        self.outbox.send(oa.ConversationItemDeletedEvent(item_id=item_id))
+
+    def truncate(self, event: oa.ConversationItemTruncateEvent) -> None:
+        """Cut an assistant item's audio, and its transcript, to what the client played."""
+        item = self._find(event.item_id)
+        spoken = item.spoken
+        if item.role != "assistant" or spoken is None:
+            raise ConversationError(
+                "invalid_value", "Only assistant messages with audio can be truncated", "item_id"
+            )
+        if event.content_index != 0:
+            raise ConversationError(
+                "invalid_value",
+                f"Item '{item.id}' has no content part {event.content_index}",
+                "content_index",
+            )
+        if event.audio_end_ms > spoken.ms:
+            raise ConversationError(
+                "invalid_value",
+                f"audio_end_ms ({event.audio_end_ms}) is past the end of the item's audio ({spoken.ms} ms)",
+                "audio_end_ms",
+            )
+        if item.status == "in_progress":  # the client stopped playback before the reply ended
+            self.cancel_response("client_cancelled")
+        item.text = spoken.heard_text(item.text or "", event.audio_end_ms)
+        spoken.truncate(event.audio_end_ms)
+        item.truncated = True
+        self.outbox.send(
+            oa.ConversationItemTruncatedEvent(
+                item_id=item.id, content_index=event.content_index, audio_end_ms=event.audio_end_ms
+            )
+        )
+
     # ---- responses ----
 
     def create_response(
@@ -145,6 +169,8 @@ class Conversation:
     def cancel_response(self, reason: str = "client_cancelled") -> bool:
         if not self.responding or self._task is None:
             return False
+        if self._task.cancelling():  # already being cancelled: keep the first reason
+            return True
         self._cancel_reason = reason
         self._task.cancel()
         return True
@@ -178,11 +204,15 @@ class Conversation:
     ) -> None:
         max_out: int | Literal["inf"] = options.max_output_tokens or "inf"
         response = oa.Response(
-            id=resp_id, conversation_id=self.id, max_output_tokens=max_out, metadata=options.metadata
+            id=resp_id,
+            conversation_id=self.id,
+            max_output_tokens=max_out,
+            metadata=options.metadata,
+            output_modalities=list(options.modalities),
+            audio=options.audio_object(),
         )
         self.outbox.send(oa.ResponseCreatedEvent(response=response))
-        item: Item | None = None
-        text = ""
+        reply: ReplyStream | None = None
         usage = oa.ResponseUsage()
         status, details = "completed", oa.ResponseStatusDetails(type="completed")
         try:
@@ -191,25 +221,16 @@ class Conversation:
             ids, max_tokens = self._prompt(
                 options.instructions, options.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
             )
-            item = self._open_reply_item(resp_id)
-            params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
             usage.input_tokens = usage.input_token_details.text_tokens = len(ids)
-            request = GenerationRequest(prompt_token_ids=ids, params=params, priority=Priority.REALTIME)
-            async for out in self.engine.generate(request):
-                if out.text:
-                    text += out.text
-                    item.text = text
-                    self.outbox.send(
-                        oa.OutputTextDeltaEvent(response_id=resp_id, item_id=item.id, delta=out.text)
-                    )
-                usage.output_tokens = usage.output_token_details.text_tokens = out.completion_tokens
-                if out.finish_reason == "length":
-                    status = "incomplete"
-                    details = oa.ResponseStatusDetails(type="incomplete", reason="max_output_tokens")
+            reply = ReplyStream(self.engine, self.outbox, resp_id, self._open_reply_item(resp_id), options)
+            if await reply.run(ids, max_tokens, usage):
+                status = "incomplete"
+                details = oa.ResponseStatusDetails(type="incomplete", reason="max_output_tokens")
         except asyncio.CancelledError:
-            status = "cancelled"
+            if reply is not None:
+                reply.stop()
             details = oa.ResponseStatusDetails(type="cancelled", reason=self._cancel_reason)
-            self._finish(resp_id, response, item, text, usage, status, details)
+            self._finish(response, reply, usage, "cancelled", details)
             raise
         except (ConversationError, InvalidParameter) as exc:
             status = "failed"
@@ -224,7 +245,9 @@ class Conversation:
                 type="failed",
                 error={"type": "server_error", "code": "generation_failed", "message": str(exc)},
             )
-        self._finish(resp_id, response, item, text, usage, status, details)
+        if reply is not None and status != "completed":
+            reply.stop()
+        self._finish(response, reply, usage, status, details)
 
     def _open_reply_item(self, resp_id: str) -> Item:
         """The assistant item a response streams into, announced as in progress."""
@@ -233,34 +256,30 @@ class Conversation:
         self.items.append(item)
         self.outbox.send(oa.OutputItemAddedEvent(response_id=resp_id, item=item.to_event_item()))
         self.outbox.send(oa.ConversationItemAddedEvent(previous_item_id=previous, item=item.to_event_item()))
-        part = oa.ContentPart(type="text", text="")
-        self.outbox.send(oa.ContentPartAddedEvent(response_id=resp_id, item_id=item.id, part=part))
         return item
 
     def _finish(
         self,
-        resp_id: str,
         response: oa.Response,
-        item: Item | None,
-        text: str,
+        reply: ReplyStream | None,
         usage: oa.ResponseUsage,
         status: str,
         details: oa.ResponseStatusDetails,
     ) -> None:
-        usage.total_tokens = usage.input_tokens + usage.output_tokens
-        if item is not None:
-            item.text = text
+        if reply is not None:
+            item = reply.item
+            reply.close(usage)
             item.status = "completed" if status == "completed" else "incomplete"
             index = self.items.index(item) if item in self.items else 0
             previous = self.items[index - 1].id if index else None
-            part = oa.ContentPart(type="text", text=text)
-            self.outbox.send(oa.OutputTextDoneEvent(response_id=resp_id, item_id=item.id, text=text))
-            self.outbox.send(oa.ContentPartDoneEvent(response_id=resp_id, item_id=item.id, part=part))
-            self.outbox.send(oa.OutputItemDoneEvent(response_id=resp_id, item=item.to_event_item()))
+            self.outbox.send(oa.OutputItemDoneEvent(response_id=response.id, item=item.to_event_item()))
             self.outbox.send(
                 oa.ConversationItemDoneEvent(previous_item_id=previous, item=item.to_event_item())
             )
             response.output = [item.to_event_item()]
+        details_out = usage.output_token_details
+        usage.output_tokens = details_out.text_tokens + details_out.audio_tokens
+        usage.total_tokens = usage.input_tokens + usage.output_tokens
         response.status = status  # type: ignore[assignment]
         response.status_details = details
         response.usage = usage

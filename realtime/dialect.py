@@ -112,3 +112,7 @@ class Dialect(ABC):
 
     @abstractmethod
     def transcription_failed(self, item_id: str, error: BaseException) -> None: ...
+
+    def timeout_triggered(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> None:
+        """server_vad's idle timeout fired (OpenAI only); the silent turn is committed next."""
+        return None

@@ -1,7 +1,7 @@
 """OpenAI's GA realtime dialect: its events (realtime/protocol_openai.py) to session calls, results to events.
 
 A transcription session streams each turn's transcript; a conversation ("realtime") session also keeps
-the conversation's items and answers with text responses (realtime/conversation.py). Session settings
+the conversation's items and answers with text or spoken responses (realtime/conversation.py). Session settings
 translate through realtime/openai_session.py.
 """
 
@@ -18,11 +18,19 @@ from realtime import protocol_openai as oa
 from realtime.audio_input import AudioPayloadError, TurnMode
 from realtime.conversation import Conversation, ConversationError, ResponseOptions
 from realtime.dialect import Dialect, InboundError, validate_event
-from realtime.openai_session import apply_session_update, session_object
+from realtime.openai_session import (
+    apply_session_update,
+    check_modalities,
+    output_encoding,
+    output_voice,
+    session_object,
+)
 from realtime.outbox import Outbox
 from realtime.session import SessionConfig, SessionMode, StreamingSettings
 from realtime.transcriber import TurnTranscriber
+from realtime.transcript_logprobs import DeltaLogprobs, to_wire
 
+ENCODER_POSITIONS_PER_SECOND = 50  # Whisper's; the `tokens` usage form counts them as audio tokens
 AUDIO_EVENTS = (
     oa.SessionUpdateEvent,
     oa.InputAudioBufferAppendEvent,
@@ -67,6 +75,9 @@ class OpenAIDialect(Dialect):
         self.conversation = Conversation(engine, outbox, oa.new_id("conv"))
         self.started = False  # any audio or item sent (session.type is then fixed)
         self.transcription_items: list[str] = []
+        self.delta_logprobs = DeltaLogprobs()
+        self.pending_deltas: list[tuple[str, str]] = []  # (item_id, delta) awaiting the final's logprobs
+        self.idle_items: set[str] = set()  # turns committed by the idle timeout: answered even if silent
 
     def session_created(self) -> None:
         self.outbox.send(oa.SessionCreatedEvent(session=session_object(self.config, self.session_id)))
@@ -151,7 +162,12 @@ class OpenAIDialect(Dialect):
         engine = self.engine
         try:
             new = apply_session_update(
-                self.config, event.session, engine.asr_models, engine.llm_name, self.started
+                self.config,
+                event.session,
+                engine.asr_models,
+                engine.llm_name,
+                self.started,
+                engine.tts_voices,
             )
         except InvalidParameter as exc:
             self.error(exc.code, exc.message, exc.param, event.event_id)
@@ -167,6 +183,8 @@ class OpenAIDialect(Dialect):
             self.error("invalid_audio", str(exc), "audio", event_id)
             return
         self.started = True
+        if self.conversation.responding:  # idle_timeout_ms counts from the end of the last response
+            self.audio.restart_idle()
         self.audio.append(samples)
 
     def _conversation_event(self, event: BaseModel, event_id: str | None) -> None:
@@ -179,14 +197,18 @@ class OpenAIDialect(Dialect):
                 self.conversation.create_response(options, self.audio.wait_transcribed)
             elif isinstance(event, oa.ResponseCancelEvent):
                 self._response_cancel(event)
+            elif isinstance(event, oa.ConversationItemTruncateEvent):
+                self.conversation.truncate(event)
+            elif isinstance(event, oa.ConversationItemRetrieveEvent):
+                self.conversation.retrieve(event.item_id)
+            elif isinstance(event, oa.ConversationItemDeleteEvent):
+                self.conversation.delete(event.item_id)
         except (ConversationError, InvalidParameter) as exc:
             self.error(exc.code, exc.message, exc.param, event_id)
 
     def _response_options(self, params: oa.ResponseParams) -> ResponseOptions:
         """The options of a response.create (raises InvalidParameter for what we cannot honour)."""
         unsupported = oa.unsupported_fields(params, "response")
-        if params.output_modalities is not None and set(params.output_modalities) - {"text"}:
-            unsupported.append("response.output_modalities")
         if params.conversation not in (None, "auto"):
             unsupported.append("response.conversation")
         if unsupported:
@@ -203,11 +225,39 @@ class OpenAIDialect(Dialect):
             if int(mot) < 1:
                 raise InvalidParameter("response.max_output_tokens", "max_output_tokens must be at least 1")
             max_out = int(mot)
+        options = self._session_response_options()
+        options.max_output_tokens = max_out
+        options.metadata = params.metadata
+        if params.instructions is not None:
+            options.instructions = params.instructions
+        self._response_output(options, params)
+        return options
+
+    def _session_response_options(self) -> ResponseOptions:
+        config = self.config
         return ResponseOptions(
-            instructions=params.instructions if params.instructions is not None else self.config.instructions,
-            max_output_tokens=max_out,
-            metadata=params.metadata,
+            instructions=config.instructions,
+            max_output_tokens=config.max_output_tokens,
+            modalities=config.output_modalities,
+            voice=config.voice,
+            speed=config.speed,
+            encoding=config.output_encoding,
         )
+
+    def _response_output(self, options: ResponseOptions, params: oa.ResponseParams) -> None:
+        """response.create's own output_modalities and audio.output, for this response only."""
+        voices = self.engine.tts_voices
+        if params.output_modalities is not None:
+            options.modalities = check_modalities(
+                params.output_modalities, voices, "response.output_modalities"
+            )
+        output = params.audio.output if params.audio is not None else None
+        if output is not None and output.format is not None:
+            options.encoding = output_encoding(output.format, "response.audio.output.format")
+        if output is not None and output.voice is not None:
+            options.voice = output_voice(output.voice, voices, "response.audio.output.voice")
+        if options.audio and options.voice is None:
+            options.voice = output_voice(None, voices, "response.audio.output.voice")
 
     def _response_cancel(self, event: oa.ResponseCancelEvent) -> None:
         if event.response_id is not None and event.response_id != self.conversation.response_id:
@@ -241,20 +291,68 @@ class OpenAIDialect(Dialect):
             self.outbox.send(oa.CommittedEvent(item_id=item_id, previous_item_id=previous))
 
     def delta(self, item_id: str, text: str) -> None:
-        self.outbox.send(oa.TranscriptionDeltaEvent(item_id=item_id, delta=text))
+        if not self.config.include_logprobs:
+            self.outbox.send(oa.TranscriptionDeltaEvent(item_id=item_id, delta=text))
+        elif self.audio.turn is not None and self.audio.turn_item_id == item_id:
+            logprobs = self.delta_logprobs.of(item_id, text, self.audio.turn.last_result)
+            self.outbox.send(oa.TranscriptionDeltaEvent(item_id=item_id, delta=text, logprobs=logprobs))
+        else:  # the turn's final decode: its logprobs come with transcribed(), right after this call
+            self.pending_deltas.append((item_id, text))
+
+    def _send_pending_deltas(self, turn: TurnTranscriber | None) -> None:
+        for item_id, text in self.pending_deltas:
+            result = turn.last_result if turn is not None else None
+            logprobs = self.delta_logprobs.of(item_id, text, result)
+            self.outbox.send(oa.TranscriptionDeltaEvent(item_id=item_id, delta=text, logprobs=logprobs))
+        self.pending_deltas.clear()
 
     def transcribed(self, item_id: str, transcript: str, turn: TurnTranscriber) -> None:
-        usage = oa.TranscriptionUsageDuration(seconds=round(turn.seconds, 3))
-        self.outbox.send(oa.TranscriptionCompletedEvent(item_id=item_id, transcript=transcript, usage=usage))
+        logprobs = None
+        if self.config.include_logprobs:
+            self._send_pending_deltas(turn)
+            self.delta_logprobs.forget(item_id)
+            logprobs = to_wire(turn.last_result)
+        usage = self._transcription_usage(turn)
+        self.outbox.send(
+            oa.TranscriptionCompletedEvent(
+                item_id=item_id, transcript=transcript, usage=usage, logprobs=logprobs
+            )
+        )
         if self.config.mode != "conversation":
             return
         self.conversation.set_transcript(item_id, transcript)
-        if self.config.vad is not None and self.config.create_response and transcript.strip():
-            options = ResponseOptions(self.config.instructions, self.config.max_output_tokens)
+        idle = item_id in self.idle_items
+        self.idle_items.discard(item_id)
+        if self.config.vad is not None and self.config.create_response and (transcript.strip() or idle):
+            options = self._session_response_options()
             with contextlib.suppress(ConversationError):
                 self.conversation.create_response(options, self.audio.wait_transcribed)
 
+    def _transcription_usage(
+        self, turn: TurnTranscriber
+    ) -> oa.TranscriptionUsageDuration | oa.TranscriptionUsageTokens:
+        """`duration` (whisper-1's form), or `tokens` when the session named a token-billed model: input
+        tokens are the audio's Whisper encoder positions (50 a second), output the decoded tokens."""
+        if not self.config.usage_tokens:
+            return oa.TranscriptionUsageDuration(seconds=round(turn.seconds, 3))
+        audio_tokens = round(turn.seconds * ENCODER_POSITIONS_PER_SECOND)
+        return oa.TranscriptionUsageTokens(
+            input_tokens=audio_tokens,
+            output_tokens=turn.decoded_tokens,
+            total_tokens=audio_tokens + turn.decoded_tokens,
+            input_token_details=oa.TranscriptionUsageInputDetails(audio_tokens=audio_tokens),
+        )
+
+    def timeout_triggered(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> None:
+        self.outbox.send(
+            oa.TimeoutTriggeredEvent(
+                item_id=item_id, audio_start_ms=audio_start_ms, audio_end_ms=audio_end_ms
+            )
+        )
+        self.idle_items.add(item_id)
+
     def transcription_failed(self, item_id: str, error: BaseException) -> None:
+        self._send_pending_deltas(None)
         detail = oa.ErrorDetail(
             type="server_error", code="transcription_failed", message=f"Transcription failed: {error}"
         )

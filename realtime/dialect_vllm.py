@@ -1,6 +1,6 @@
 """vLLM's realtime dialect: its events (realtime/protocol_vllm.py) to session calls, and turns back to events.
 
-One turn at a time, streamed: `session.update {model}` picks the model, `commit` starts streaming partials,
+One turn at a time, streamed: `session.update {model}` picks the model (optional: the default otherwise), `commit` starts streaming partials,
 appends add audio, `commit {final: true}` ends the turn; `transcription.delta`s then `transcription.done`.
 """
 
@@ -39,6 +39,8 @@ class VllmDialect(Dialect):
             vad=None,
         )
         super().__init__(session_id, outbox, engine, streaming, config, "stream")
+        # session.update {model} is optional, as in vLLM's documented client: without it the default
+        # (first) speech model transcribes.
         self.model_validated = False  # session.update {model} seen
 
     def parse(self, event_type: str, data: dict[str, Any], event_id: str | None) -> BaseModel:
@@ -95,10 +97,10 @@ class VllmDialect(Dialect):
         self.audio.append(samples)
 
     def _commit(self, final: bool) -> None:
-        if not self.model_validated:
+        if not self.model_validated and not self.config.asr_model:
             self.error(
                 "model_not_validated",
-                "Model not validated. Make sure to validate the model by sending a session.update event.",
+                "This server has no speech recognition model; no session.update can select one.",
             )
         elif not final:
             self.audio.start_stream()

@@ -24,10 +24,31 @@ MIN_COMMIT_SECONDS = 0.1  # like OpenAI's input_audio_buffer_commit_empty
 
 @dataclass
 class StreamingSettings:
-    """How live speech is re-decoded. Tunable per server (the bench changes them)."""
+    """How live speech is re-decoded. Tunable per server (the bench changes them).
 
-    partial_interval_s: float = 0.5  # re-decode the growing turn after this much new audio
-    min_partial_audio_s: float = 1.0  # no partial decode of less audio than this
+    policy "live" (the default) asks for the first preview after `first_partial_audio_s` of speech, then
+    again once the last one is back and `min_partial_interval_s` (or, when the engine is busy and the
+    last preview waited, `busy_interval_factor` times as long as it waited) of new audio has come, and
+    emits words one hypothesis early when Whisper is sure of them (`confident_logprob`). "legacy" is the
+    old policy: a preview every `partial_interval_s` from `min_partial_audio_s` on, and LocalAgreement-2
+    alone decides what is emitted.
+    """
+
+    policy: Literal["live", "legacy"] = "live"
+    partial_interval_s: float = 0.5  # legacy: re-decode the growing turn after this much new audio
+    min_partial_audio_s: float = 1.0  # legacy: no partial decode of less audio than this
+    first_partial_audio_s: float = 0.5  # live: the first preview of a turn
+    min_partial_interval_s: float = 0.2  # live: the least new audio between two previews
+    # live: ...and at least this many times the time the turn's last preview spent waiting (its decode
+    # time less the turn's fastest): under load it stretches the interval, so previews leave the engine
+    # room for finals and other sessions; on an idle engine it is ~0. (At 4 and 8 sessions on the 2-core
+    # CPU, 2.5 times the whole decode time halved word and final latency against back-to-back previews.)
+    busy_interval_factor: float = 2.5
+    # live: a word of a preview's hypothesis past the agreed prefix is emitted at once when every one of
+    # its tokens has at least this log-probability, every word before it was emitted or is emitted now,
+    # and it is not among the hypothesis's last `confident_hold_back` words (speech may cut them short).
+    confident_logprob: float = -0.3
+    confident_hold_back: int = 1
     max_window_s: float = 24.0  # past this the window slides (stable text is committed and dropped)
     prompt_chars: int = 400  # prior text fed to Whisper as its prompt
     # Least Whisper encoder context per decode, in seconds (the turn's audio plus 1 s of silence when
@@ -37,6 +58,11 @@ class StreamingSettings:
     # on, so both stay at the engine's default (TRIM_MIN_S, engine/request.py).
     min_encoder_context_s: float = TRIM_MIN_S
     partial_min_encoder_context_s: float = TRIM_MIN_S
+
+    @classmethod
+    def legacy(cls) -> StreamingSettings:
+        """The policy before live captions (a benchmark's baseline)."""
+        return cls(policy="legacy", partial_min_encoder_context_s=TRIM_MIN_S)
 
 
 @dataclass
@@ -53,6 +79,14 @@ class SessionConfig:
     llm_model: str | None = None
     instructions: str = "You are a helpful voice assistant. Answer in one or two short sentences."
     max_output_tokens: int | None = None  # None: "inf" (bounded by the context length)
+    # Spoken replies (realtime/speech_out.py): "audio" replies carry their transcript.
+    output_modalities: tuple[str, ...] = ("text",)
+    output_encoding: InputEncoding = "pcm16"  # pcm16 is 24 kHz; pcmu/pcma 8 kHz
+    voice: str | None = None  # None: the engine's default voice
+    speed: float = 1.0
+    include_logprobs: bool = False  # include: ["item.input_audio_transcription.logprobs"]
+    idle_timeout_ms: int | None = None  # server_vad: input_audio_buffer.timeout_triggered after this silence
+    usage_tokens: bool = False  # transcription usage in the `tokens` form (else `duration`)
 
 
 def resolve_asr_model(name: str | None, asr_models: Mapping[str, ASRModelInfo], param: str) -> str:

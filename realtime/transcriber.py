@@ -1,15 +1,20 @@
-"""Streaming transcription of one turn: re-decode the growing audio, emit only what two hypotheses agree on.
+"""Streaming transcription of one turn: re-decode the growing audio, emit only what two hypotheses agree on
+(or what one is sure of).
 
 LocalAgreement-2 at word level: a word is emitted once two successive hypotheses agree on it and on
-every word before it. Emitted text is never retracted; the final decode only appends the rest, so the
-concatenated deltas always equal the final transcript. Past `max_window_s` the window slides: the text
+every word before it. With the "live" policy a word is also emitted one hypothesis early when Whisper
+chose each of its tokens with a high log-probability (`StreamingSettings.confident_logprob`). Emitted text
+is never retracted; the final decode only appends the rest, so the concatenated deltas always equal the
+final transcript. Past `max_window_s` the window slides: the text
 of complete Whisper segments is committed and their audio dropped, so a turn can go on for minutes.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,6 +33,7 @@ DecodeFn = Callable[
 ]
 
 _PUNCT = re.compile(r"[^\w']+")
+log = logging.getLogger(__name__)
 
 
 class EngineDecoder:
@@ -36,12 +42,18 @@ class EngineDecoder:
     A preview asks for a PREVIEW decode; whether (and when) it runs is the ASR scheduler's call."""
 
     def __init__(
-        self, engine: EngineClient, model: str, language: str | None, settings: StreamingSettings
+        self,
+        engine: EngineClient,
+        model: str,
+        language: str | None,
+        settings: StreamingSettings,
+        live_stream: str | None = None,
     ) -> None:
         self.engine = engine
         self.model = model
         self.language = language
         self.settings = settings
+        self.live_stream = live_stream  # the turn's id, for the ASR scheduler's preview order
 
     async def __call__(
         self,
@@ -64,6 +76,7 @@ class EngineDecoder:
             else settings.min_encoder_context_s,
             with_timestamps=with_timestamps,
             draft_tokens=draft,
+            live_stream=self.live_stream,
         )
         result, skipped = None, False
         async for out in self.engine.transcribe(request):  # read to the end: leaving early aborts it
@@ -84,6 +97,23 @@ def hypothesis_tokens(result: TranscriptionResult) -> list[int] | None:
     """A decode's text tokens, as the draft for the next decode of the same (grown) audio."""
     tokens = [t for seg in result.segments for t in seg.tokens]
     return tokens or None
+
+
+def word_logprobs(result: TranscriptionResult) -> list[float] | None:
+    """Per word of the result's text: the lowest log-probability among its tokens (None: unknown).
+
+    A token that starts with a space starts a word; the others (punctuation, word pieces) extend it."""
+    if not result.logprobs:
+        return None
+    words: list[float] = []
+    for entry in result.logprobs:
+        if not entry.token.strip():
+            continue
+        if entry.token[0].isspace() or not words:
+            words.append(entry.logprob)
+        else:
+            words[-1] = min(words[-1], entry.logprob)
+    return words
 
 
 def normalize_word(word: str) -> str:
@@ -156,11 +186,17 @@ class TurnTranscriber:
         self.window_start = 0  # absolute sample (within the turn) where the decode window begins
         self.total_samples = 0
         self._last_partial_at = 0  # total_samples when the last partial decode was launched
+        self._partial_took_s = 0.0  # the last preview's decode time: engine load, as the turn sees it
+        self._partial_fastest_s = float("inf")  # the turn's fastest preview: about its own compute
         self.agreement = LocalAgreement()
         self.words: list[str] = []  # every word emitted for this turn
         self.slid_words: list[str] = []  # words whose audio slid out of the window
         self.decoded_tokens = 0
+        self.last_result: TranscriptionResult | None = None  # the latest decode (its token logprobs)
         self._draft: list[int] | None = None  # the last decode of this window, for the next one
+        self._confident: set[int] = set()  # indices (in agreement.committed) of words emitted early
+        self.confident_words = 0  # words emitted early over the turn
+        self.confident_contradicted = 0  # of those, words the final decode says differently
 
     # ---- audio ----
 
@@ -185,6 +221,12 @@ class TurnTranscriber:
 
     def due_for_partial(self) -> bool:
         s = self.settings
+        if s.policy == "live":
+            if self._last_partial_at == 0:
+                return self.window_seconds >= s.first_partial_audio_s
+            waited = self._partial_took_s - self._partial_fastest_s  # queueing: other sessions' work
+            interval = max(s.min_partial_interval_s, s.busy_interval_factor * waited)
+            return self.total_samples - self._last_partial_at >= interval * SAMPLE_RATE
         return (
             self.window_seconds >= s.min_partial_audio_s
             and self.total_samples - self._last_partial_at >= s.partial_interval_s * SAMPLE_RATE
@@ -218,20 +260,56 @@ class TurnTranscriber:
         audio = self.window_audio()
         window_start = self.window_start
         slide = len(audio) >= self.settings.max_window_s * SAMPLE_RATE
+        began = time.monotonic()
         result = await self.decode(audio, self._prompt(), slide, True, None if slide else self._draft)
         if result is None:
             self._last_partial_at = launched_after
             return TurnOutput("", self.transcript)
+        self._partial_took_s = time.monotonic() - began
+        self._partial_fastest_s = min(self._partial_fastest_s, self._partial_took_s)
         self.decoded_tokens += result.tokens
+        self.last_result = result
         if window_start != self.window_start:
             return TurnOutput("", self.transcript)  # the window moved while we decoded: stale
         self._draft = None if slide else hypothesis_tokens(result)
         hypothesis = hypothesis_words(result)
         new = self.agreement.update(hypothesis)
+        if self.settings.policy == "live" and not slide:
+            new += self._confident_words(result, hypothesis)
         delta = self._emit(new)
         if slide:
             delta += self._slide(result, hypothesis, len(audio))
         return TurnOutput(delta, self.transcript)
+
+    def _confident_words(self, result: TranscriptionResult, hypothesis: list[str]) -> list[str]:
+        """Commit the words past the agreed prefix that Whisper is sure of (all but the last few)."""
+        scores = word_logprobs(result)
+        committed = self.agreement.committed
+        if scores is None or len(scores) != len(hypothesis) or hypothesis[: len(committed)] != committed:
+            return []
+        s = self.settings
+        sure: list[str] = []
+        for i in range(len(committed), len(hypothesis) - s.confident_hold_back):
+            if scores[i] < s.confident_logprob:
+                break
+            sure.append(hypothesis[i])
+            self._confident.add(i)
+        committed.extend(sure)
+        self.confident_words += len(sure)
+        return sure
+
+    def _count_contradicted(self, final: list[str]) -> None:
+        """How many early words the final decode, made on its own, would have said differently."""
+        committed = self.agreement.committed
+        for i in self._confident:
+            if i >= len(final) or normalize_word(final[i]) != normalize_word(committed[i]):
+                self.confident_contradicted += 1
+        if self.confident_words:
+            log.debug(
+                "turn: %d words emitted early, %d contradicted by the final decode",
+                self.confident_words,
+                self.confident_contradicted,
+            )
 
     async def final(self) -> TurnOutput:
         """Decode the whole window once more and emit the rest of the turn."""
@@ -242,7 +320,10 @@ class TurnTranscriber:
         if result is None:  # only previews are ever shed
             raise RuntimeError("the engine skipped an end-of-turn decode")
         self.decoded_tokens += result.tokens
-        delta = self._emit(self.agreement.rest(hypothesis_words(result)))
+        self.last_result = result
+        final_words = hypothesis_words(result)
+        self._count_contradicted(final_words)
+        delta = self._emit(self.agreement.rest(final_words))
         return TurnOutput(delta, self.transcript)
 
     def _slide(self, result: TranscriptionResult, hypothesis: list[str], window_len: int) -> str:
@@ -266,6 +347,7 @@ class TurnTranscriber:
         self._audio = self._audio[cut:]
         self.window_start += cut
         self.agreement = LocalAgreement()
+        self._confident = set()  # the window's indices start over (its early words were checked by then)
         self.agreement.committed = list(carried)
         self.agreement.previous = hypothesis[cut_words:]
         return delta

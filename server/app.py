@@ -78,8 +78,8 @@ def realtime_sessions(app: web.Application) -> Gauge:
 def create_app(
     config: EngineConfig, *, settings: ServerSettings | None = None, engine: ServedEngine | None = None
 ) -> web.Application:
-    """`settings`: every server option (defaults if None). `engine`: an already-loaded engine (tests);
-    otherwise the models load at startup, off the event loop."""
+    """`settings`: every server option (defaults if None). `engine`: an engine to start instead (tests, or
+    the Ray Serve replicas of `--ray`); otherwise the models load at startup, off the event loop."""
     settings = settings or ServerSettings()
     in_flight = InFlight()
     origins = OriginPolicy(frozenset(settings.allowed_origins))

@@ -11,7 +11,11 @@ from pathlib import Path
 from engine.config import EngineConfig, default_cache_dir
 from http_api.limits import HTTPLimits, MiB
 from realtime.limits import RealtimeLimits
+from server.cli_chat import add_chat_args
 from server.cli_llm import add_llm_serving_args
+from server.cli_lora import add_lora_args, lora_engine_config
+from server.cli_ray import add_ray_args, remote_engine
+from server.cli_tts import add_tts_args, tts_voices
 from server.cli_types import positive_float, positive_int
 from server.origins import parse_origins
 from server.settings import ServerSettings
@@ -101,9 +105,18 @@ def add_model_args(p: argparse.ArgumentParser, defaults: EngineConfig) -> None:
     )
     models.add_argument(
         "--quantize",
-        choices=["none", "int8"],
+        choices=["auto", "none", "int8", "int4", "int8w"],
         default=defaults.quantize,
-        help="int8: dynamic int8 LLM projections (CPU; about 1.2x decode throughput for +23%% perplexity)",
+        help="LLM weights (CPU): int4: 4-bit groups of 32 (the shipped GGUF's own Q4_1 codes), int8w: int8 "
+        "weight-only, both with bf16 activations; int8: dynamic int8 projections; none (default): fp32; "
+        "auto: int4 where the CPU has AVX-512 bf16 or AMX, else none. Costs: see the README",
+    )
+    models.add_argument(
+        "--num-scheduler-steps",
+        type=positive_int,
+        default=defaults.num_scheduler_steps,
+        metavar="N",
+        help="LLM decode steps run per scheduler round trip while no new request waits (1: one at a time)",
     )
     models.add_argument(
         "--asr-quantize",
@@ -162,6 +175,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     add_engine_args(p, EngineConfig())
     add_realtime_args(p, settings.realtime)
     add_llm_serving_args(p, settings.http)
+    add_chat_args(p)
+    add_lora_args(p)
+    add_tts_args(p)
+    add_ray_args(p)
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log verbosity"
     )
@@ -182,11 +199,14 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         llm=None if args.llm.lower() == "none" else args.llm,
         served_model_names=list(args.served_model_name or []),
         generation_config=args.generation_config,
+        chat_template=args.chat_template,
         override_generation_config=args.override_generation_config or {},
         asr=asr_models(args.asr),
         embed=embed_models(args.embed),
+        tts=tts_voices(args.tts),
         device=args.device,
         quantize=args.quantize,
+        num_scheduler_steps=args.num_scheduler_steps,
         asr_quantize=args.asr_quantize,
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
@@ -195,6 +215,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_asr_encode=args.max_asr_encode,
         cache_dir=args.cache_dir,
         threads=args.threads,
+        **lora_engine_config(args),
     )
 
 
@@ -209,8 +230,12 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
             max_sequences_per_request=args.max_sequences_per_request,
             max_tokens_per_request=args.max_tokens_per_request,
             trust_request_chat_template=args.trust_request_chat_template,
+            tool_call_parser=args.tool_call_parser,
+            enable_auto_tool_choice=args.enable_auto_tool_choice,
+            reasoning_parser=args.reasoning_parser,
             responses_store_size=args.responses_store_size,
             responses_store_ttl=args.responses_store_ttl,
+            enable_lora_runtime_updates=args.enable_lora_runtime_updates,
         ),
         realtime=RealtimeLimits(
             max_sessions=args.max_sessions,
@@ -231,9 +256,9 @@ def serve(args: argparse.Namespace) -> None:
         stream=sys.stderr,
     )
     config = engine_config(args)
-    if config.llm is None and not config.asr and not config.embed:
-        raise SystemExit("rtserve: nothing to serve (--llm none, --asr none and --embed none)")
-    app = create_app(config, settings=server_settings(args))
+    if config.llm is None and not config.asr and not config.embed and not config.tts:
+        raise SystemExit("rtserve: nothing to serve (--llm none, --asr none, --embed none and --tts none)")
+    app = create_app(config, settings=server_settings(args), engine=remote_engine(args, config))
     access_log = logging.getLogger("aiohttp.access") if args.log_level == "debug" else None
     run(app, args.host, args.port, access_log)
 

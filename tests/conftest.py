@@ -61,6 +61,29 @@ def server() -> Iterator[LiveServer]:
         process.stop()
 
 
+# The embedded model's template with Qwen3's thinking switch (a --chat-template given inline): with
+# enable_thinking false the generation prompt holds an empty, closed think block.
+THINKING_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+    "{% endif %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and not enable_thinking %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+    "{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def reasoning_server() -> Iterator[LiveServer]:
+    """The LLM alone, with --reasoning-parser qwen3 and THINKING_TEMPLATE (tests/test_reasoning.py)."""
+    args = ["--asr", "none", "--embed", "none", "--tts", "none", "--reasoning-parser", "qwen3"]
+    process = start_server([*args, "--chat-template", THINKING_TEMPLATE], "server_reasoning.log")
+    try:
+        yield LiveServer(process.base_url, process.base_url.replace("http", "ws", 1), None, process)
+    finally:
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def http(server: LiveServer) -> requests.Session:
     """requests with the server's API key, if it has one."""

@@ -23,6 +23,7 @@ QUESTION = "What is the capital of France?"
 WAV_RATE = 48000
 TURN_TIMEOUT_MS = 180_000  # first turn includes model warm-up on a small shared CPU
 REPLY_TIMEOUT_MS = 300_000
+REPLY_AUDIO_RATE = 24000  # the demo plays spoken replies as PCM16 at 24 kHz
 CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
@@ -191,9 +192,28 @@ async def test_voice_chat_streams_a_reply(chromium: Path, server: LiveServer, tm
         assert len(growth) >= 2 and growth == sorted(growth), f"reply did not stream: lengths {lengths}"
         await assert_no_error_banner(page)
         await page.locator("#metric-first-token", has_text="ms").wait_for(timeout=10_000)
+        # The reply was spoken too ("Speak replies aloud" is on by default): the page's AudioWorklet played it.
+        played = await played_reply_samples(page)
+        assert played > 0.5 * REPLY_AUDIO_RATE, f"only {played} samples of reply audio were played"
+        await page.locator("#metric-reply-audio", has_text="s played").wait_for(timeout=10_000)
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "browser-demo.png"))
         assert_no_problems(page, server)
+
+
+async def played_reply_samples(page, timeout_s: float = 60.0) -> int:
+    """The page's count of reply samples played, once it stops growing (the reply finished playing)."""
+    last, steady = -1, 0
+    for _ in range(int(timeout_s / 0.5)):
+        played = int(
+            await page.evaluate("document.getElementById('metric-reply-audio').dataset.playedSamples")
+        )
+        steady = steady + 1 if played == last and played > 0 else 0
+        if steady >= 4:
+            break
+        last = played
+        await page.wait_for_timeout(500)
+    return last
 
 
 async def test_page_is_self_contained_accessible_and_responsive(chromium: Path, server: LiveServer) -> None:

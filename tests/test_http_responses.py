@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import jsonschema
 import openai
 import pytest
 
@@ -52,6 +53,22 @@ def test_answer_mentions_paris(openai_client):
     assert usage.input_tokens > 5 and 0 < usage.output_tokens <= 40
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
     assert response.temperature == 0 and response.max_output_tokens == 40
+
+
+def test_text_format_json_schema_is_followed(openai_client):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "continent": {"enum": ["Europe", "Asia", "Africa"]}},
+        "required": ["city", "continent"],
+    }
+    response = create(
+        openai_client, input=FRANCE, max_output_tokens=200,
+        text={"format": {"type": "json_schema", "name": "city", "schema": schema, "strict": True}},
+    )  # fmt: skip
+    assert response.status == "completed", response.output_text
+    answer = json.loads(response.output_text)
+    jsonschema.validate(answer, schema)
+    assert set(answer) == {"city", "continent"} and "paris" in answer["city"].lower()
 
 
 def test_input_items_and_instructions(openai_client):
@@ -133,7 +150,9 @@ BAD = [
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0].type"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
-    ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n", "schema": {}}}}, "text.format"),
+    ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "objekt"}}}},
+     "text.format.schema"),
+    ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
     ({"input": "x", "tools": [WEATHER_TOOL], "tool_choice": "required"}, "tool_choice"),

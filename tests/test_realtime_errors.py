@@ -75,13 +75,10 @@ async def test_vllm_bad_input_then_a_working_request(server, case):
         await vllm_utterance_works(ws)
 
 
-async def test_vllm_commit_before_session_update(server):
+async def test_vllm_session_update_is_optional(server):
+    """As in vLLM's documented client: a session that never sends session.update uses the default model."""
     async with websockets.connect(f"{server.ws_url}/v1/realtime") as ws:
         await recv_json(ws)
-        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-        error = await recv_json(ws)
-        assert error == {"type": "error", "error": error["error"], "code": "model_not_validated"}
-        await ws.send(json.dumps({"type": "session.update", "model": MODEL}))
         await vllm_utterance_works(ws)
 
 
@@ -99,7 +96,7 @@ OPENAI_BAD_INPUTS = {
     "invalid_json": ('{"type": "input_audio_buffer.append", ', "invalid_json", None),
     "unknown_event": (json.dumps({"type": "input_audio_buffer.flush"}), "invalid_event_type", "type"),
     "unsupported_event": (
-        json.dumps({"type": "conversation.item.delete", "item_id": "x"}),
+        json.dumps({"type": "output_audio_buffer.clear"}),
         "unsupported_event",
         "type",
     ),
@@ -200,6 +197,7 @@ class FakeEngine:
         self.tokenizer = None
         self.max_model_len = 2048
         self.asr_models = {"fake-asr": FakeASRInfo("fake-asr")}
+        self.tts_voices: dict = {}  # no speech synthesis
         self.started = 0
         self.finished = 0
         self.aborted = 0

@@ -239,7 +239,9 @@ async def test_a_shed_preview_produces_nothing_and_the_next_append_asks_again():
 
     engine, listener = SheddingEngine(shed=2), Listener()
     config = SessionConfig(asr_model=MODEL, encoding="pcm16", input_rate=16000, vad=None)
-    audio = AudioInput(config, "stream", listener, engine, StreamingSettings())  # type: ignore[arg-type]
+    # The legacy preview policy: a preview every 0.5 s from 1.0 s on (what the timeline below counts).
+    settings = StreamingSettings.legacy()
+    audio = AudioInput(config, "stream", listener, engine, settings)  # type: ignore[arg-type]
     audio.start_stream()
     previews_after_append = []
     for _ in range(13):  # 100 ms appends: a preview is first due at 1.0 s

@@ -18,7 +18,10 @@
 //                                                        not also emitted as "error" by type), failed
 //                                                        transcriptions and client-side failures
 //   "latency"    {kind, ms, itemId}                      "transcription": speech_stopped -> completed,
-//                                                        "first_token": speech_stopped/commit -> first reply delta
+//                                                        "first_token": speech_stopped/commit -> first reply delta,
+//                                                        "first_audio": ... -> first reply audio delta
+//
+// Spoken replies: conversationSession({ audio: true }) and the `Playback` helper (rtserve-playback.js).
 
 const STATES = Object.freeze(["idle", "connecting", "open", "reconnecting", "closed"]);
 const DEFAULT_RATE = 24000;
@@ -119,6 +122,8 @@ export class RealtimeClient extends EventTarget {
     this.turnTimes = new Map(); // item_id -> speech_stopped time (performance.now())
     this.pendingReplyStart = null; // when the user turn that should trigger a reply ended
     this.firstDeltaSeen = new Set();
+    this.pendingAudioStart = null; // like pendingReplyStart, for the first reply audio
+    this.firstAudioSeen = new Set();
   }
 
   // ---- session builders -------------------------------------------------------------------
@@ -141,7 +146,10 @@ export class RealtimeClient extends EventTarget {
     };
   }
 
-  /** A `session` for voice chat: the user's turns are transcribed and answered with streamed text. */
+  /**
+   * A `session` for voice chat: the user's turns are transcribed and answered with streamed text, or
+   * with `audio: true` spoken (PCM16 at 24 kHz, with its transcript; play it with rtserve-playback.js).
+   */
   static conversationSession({
     model,
     transcriptionModel,
@@ -150,19 +158,26 @@ export class RealtimeClient extends EventTarget {
     maxOutputTokens,
     rate = DEFAULT_RATE,
     vad = {},
+    audio = false,
+    voice,
+    speed,
   } = {}) {
     const transcription = {};
     if (transcriptionModel) transcription.model = transcriptionModel;
     if (language) transcription.language = language;
+    const output = { format: { type: "audio/pcm", rate: 24000 } };
+    if (voice) output.voice = voice;
+    if (speed) output.speed = speed;
     const session = {
       type: "realtime",
-      output_modalities: ["text"],
+      output_modalities: [audio ? "audio" : "text"],
       audio: {
         input: {
           format: { type: "audio/pcm", rate },
           transcription,
           turn_detection: RealtimeClient.serverVad(vad),
         },
+        output,
       },
     };
     if (model) session.model = model;
@@ -503,13 +518,23 @@ export class RealtimeClient extends EventTarget {
       item: { type: "message", role: "user", content: [{ type: "input_text", text }] },
     });
     if (!ok) return false;
-    this.pendingReplyStart = performance.now();
+    this.pendingReplyStart = this.pendingAudioStart = performance.now();
     return this.send({ type: "response.create" });
   }
 
   /** Stop the reply being generated. */
   cancelResponse() {
     return this.send({ type: "response.cancel" });
+  }
+
+  /** Cut an assistant item's audio (and the transcript the model remembers) to what was played. */
+  truncate(itemId, audioEndMs, contentIndex = 0) {
+    return this.send({
+      type: "conversation.item.truncate",
+      item_id: itemId,
+      content_index: contentIndex,
+      audio_end_ms: Math.max(0, Math.floor(audioEndMs)),
+    });
   }
 
   // ---- server events -------------------------------------------------------------------------
@@ -550,6 +575,7 @@ export class RealtimeClient extends EventTarget {
       case "input_audio_buffer.speech_stopped":
         this.turnTimes.set(event.item_id, now);
         this.pendingReplyStart = now;
+        this.pendingAudioStart = now;
         break;
       case "conversation.item.input_audio_transcription.completed": {
         const stoppedAt = this.turnTimes.get(event.item_id);
@@ -571,8 +597,18 @@ export class RealtimeClient extends EventTarget {
           this.pendingReplyStart = null;
         }
         break;
+      case "response.output_audio.delta":
+        if (this.pendingAudioStart !== null && !this.firstAudioSeen.has(event.response_id)) {
+          this.firstAudioSeen.add(event.response_id);
+          this.emit("latency", { kind: "first_audio", ms: now - this.pendingAudioStart, itemId: event.item_id });
+          this.pendingAudioStart = null;
+        }
+        break;
       case "response.done":
-        if (event.response && event.response.id) this.firstDeltaSeen.delete(event.response.id);
+        if (event.response && event.response.id) {
+          this.firstDeltaSeen.delete(event.response.id);
+          this.firstAudioSeen.delete(event.response.id);
+        }
         break;
       default:
         break;

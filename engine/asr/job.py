@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from audio.constants import SAMPLE_RATE
-from engine.request import TRIM_MIN_S
+from engine.request import TRIM_MIN_S, TranscriptionLogprob
 
 TIME_PRECISION = 0.02  # seconds per timestamp token and per encoder position
 TRIM_GRANULARITY_S = 1.0
@@ -71,6 +71,7 @@ class WhisperRowOutput:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     no_speech: bool = False  # judged silent (engine/asr/text.py is_silent): no text, no segments
+    logprobs: list[TranscriptionLogprob] = field(default_factory=list)  # per text token; set when finished
 
 
 def encoder_positions(job: WhisperJob, max_positions: int) -> int:

@@ -96,5 +96,6 @@ def build_asr_lane(config: EngineConfig, device: str, stats: EngineStats) -> ASR
         max_encode=config.max_asr_encode or (1 if on_cpu else config.max_asr_batch),
         realtime_runs_alone=on_cpu,
         preview_max_windows=config.preview_max_windows,
+        preview_order=config.preview_order,
     )
     return ASRLane(runners, scheduler)

@@ -13,6 +13,9 @@ Policy, all of it here:
 - Live previews are shed (they end with `skipped`, and the session asks again later) while a final is
   waiting or decoding ("finals first"), or while `preview_max_windows` other windows are queued or
   decoding.
+- `preview_order` "fair": waiting previews are ordered before shedding and starting: a live turn's first
+  preview (its `live_stream` not yet served) goes first, then the turns served longest ago, so under load
+  the previews that run are spread across sessions. "fifo" (the old policy): in order of arrival.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from __future__ import annotations
 import itertools
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from engine.asr.job import WhisperRowOutput
 from engine.asr.plan import ASRPlan, ASRResult, BatchStart, MergedBatch, ModelStep, RowCancel
 from engine.asr.task import TranscriptionTask, WindowWork, window_works
 from engine.request import Priority, TranscriptionOutput
 from engine.stats import EngineStats
+
+MAX_TRACKED_STREAMS = 4096  # live turns whose last preview start the fair order remembers
 
 
 @dataclass(eq=False)
@@ -67,6 +73,7 @@ class ASRScheduler:
         max_encode: int | None = None,
         realtime_runs_alone: bool = False,
         preview_max_windows: int = 8,
+        preview_order: Literal["fair", "fifo"] = "fair",
     ) -> None:
         self.max_batch = max_batch
         # Windows encoded in one step. On a CPU an encoder batch costs the sum of its windows, so
@@ -78,6 +85,10 @@ class ASRScheduler:
         # still start beside a running one.
         self.realtime_runs_alone = realtime_runs_alone
         self.preview_max_windows = preview_max_windows
+        self.preview_order = preview_order
+        # live_stream -> when its latest preview started (a count of preview starts), oldest first
+        self._preview_served: dict[str, int] = {}
+        self._preview_starts = itertools.count()
         self.stats = stats
         self.waiting: dict[Priority, deque[WindowWork]] = {p: deque() for p in Priority}
         self.running: list[DecodeGroup] = []
@@ -151,6 +162,8 @@ class ASRScheduler:
         previews = self.waiting[Priority.PREVIEW]
         if not previews:
             return
+        if self.preview_order == "fair":
+            previews = deque(sorted(previews, key=self._preview_rank))
         finals = bool(self.waiting[Priority.REALTIME]) or any(g.holds_realtime for g in self.running)
         busy = sum(g.in_flight for g in self.running)
         busy += len(self.waiting[Priority.REALTIME]) + len(self.waiting[Priority.BATCH])
@@ -174,6 +187,22 @@ class ASRScheduler:
                 kept.append(work)
                 busy += 1
         self.waiting[Priority.PREVIEW] = kept
+
+    def _preview_rank(self, work: WindowWork) -> tuple[int, int]:
+        """First previews of a turn first, then the turns whose last preview started longest ago."""
+        stream = work.task.request.live_stream
+        if stream is None or stream not in self._preview_served:
+            return (0, 0)
+        return (1, self._preview_served[stream])
+
+    def _served_preview(self, work: WindowWork) -> None:
+        stream = work.task.request.live_stream
+        if stream is None:
+            return
+        self._preview_served.pop(stream, None)
+        self._preview_served[stream] = next(self._preview_starts)
+        if len(self._preview_served) > MAX_TRACKED_STREAMS:  # turns long over: forget the oldest
+            del self._preview_served[next(iter(self._preview_served))]
 
     def _form_group(self) -> DecodeGroup | None:
         """The most urgent waiting window picks the model; the group fills with that model's windows,
@@ -200,6 +229,8 @@ class ASRScheduler:
             for work in [w for w in queue if w.task.request.model == model][:room]:
                 queue.remove(work)
                 picked.append(work)
+                if priority is Priority.PREVIEW:
+                    self._served_preview(work)
         if not picked:
             return None
         group = DecodeGroup(next(self._batch_ids), model, picked)

@@ -81,9 +81,11 @@ class TranscriptionTask:
         if self.released and not text.startswith(self.released):
             text = self.released + " " + text[len(self.released) :].lstrip()
         duration = len(self.request.audio) / SAMPLE_RATE
+        logprobs = [lp for out in self.window_outputs if out is not None for lp in out.logprobs]
         return TranscriptionResult(
-            text=text, language=language, duration=duration, segments=segments, tokens=tokens
-        )
+            text=text, language=language, duration=duration, segments=segments, tokens=tokens,
+            logprobs=logprobs,
+        )  # fmt: skip
 
 
 def _segment(index: int, offset: float, seg: WhisperSegment, window: WhisperRowOutput) -> TranscriptSegment:

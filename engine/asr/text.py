@@ -6,7 +6,10 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING
 
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
 from engine.asr.job import TIME_PRECISION, WhisperRowOutput, WhisperSegment
+from engine.request import TranscriptionLogprob
 
 if TYPE_CHECKING:
     from transformers import WhisperTokenizer
@@ -49,6 +52,8 @@ class WhisperText:
         self.tokenizer = tokenizer
         self.eot_id = eot_id
         self.timestamp_begin = timestamp_begin
+        # Byte-level BPE: each character of a token's string stands for one byte.
+        self._byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
 
     def text_tokens(self, tokens: list[int]) -> list[int]:
         eot = self.eot_id
@@ -65,6 +70,16 @@ class WhisperText:
                     del row.logprobs[pos:]
                     return
                 seen += 1
+
+    def token_logprobs(self, row: DecodeRow) -> list[TranscriptionLogprob]:
+        """The row's text tokens, each with the log-probability it was chosen with."""
+        pairs = [(t, lp) for t, lp in zip(row.tokens, row.logprobs, strict=True) if t < self.eot_id]
+        pieces = self.tokenizer.convert_ids_to_tokens([t for t, _ in pairs])
+        out = []
+        for piece, (_, logprob) in zip(pieces, pairs, strict=True):
+            raw = bytes(self._byte_of[c] for c in piece if c in self._byte_of)
+            out.append(TranscriptionLogprob(raw.decode("utf-8", errors="replace"), logprob, list(raw)))
+        return out
 
     def update_text(self, row: DecodeRow) -> None:
         # Whisper's leading space is kept: the caller joins windows' texts with "".
@@ -123,6 +138,7 @@ class WhisperText:
             avg_logprob=logprob,
             no_speech_prob=row.no_speech_prob,
             no_speech=silent,
+            logprobs=[] if silent else self.token_logprobs(row),
         )
 
     def output(self, row: DecodeRow) -> WhisperRowOutput:

@@ -42,6 +42,15 @@ class BlockManager:
         if seq.num_tokens > len(seq.block_table) * self.block_size:
             seq.block_table.append(self._take())
 
+    def blocks_to_reach(self, seq: Sequence, num_tokens: int) -> int:
+        """Blocks `seq` still lacks to hold `num_tokens` tokens."""
+        return max(0, self.blocks_needed(num_tokens) - len(seq.block_table))
+
+    def reserve(self, seq: Sequence, num_tokens: int) -> None:
+        """Room for `num_tokens` tokens (a multi-step round trip's slots, taken up front)."""
+        for _ in range(self.blocks_to_reach(seq, num_tokens)):
+            seq.block_table.append(self._take())
+
     def _take(self) -> int:
         block = self.free_blocks.pop()
         self.touched.add(block)

@@ -1,8 +1,12 @@
 """Chat messages to prompt token ids: the one place a chat template is rendered.
 
 `encode_chat` renders where it is called: the tokenizer's own template, a bounded amount of work (the
-realtime Conversation calls it). `encode_chat_async` renders on a small pool of threads of its own (not the
-event loop, not the inference thread). A template that the request supplied (a front end lets one through
+realtime Conversation calls it). The server's --chat-template replaces the model's own at load time
+(configure_chat_template). With tools, or tool calls and results in the history, a ChatML model whose
+template knows nothing of tools (the embedded SmolLM2) gets
+engine/models/chat_templates/smollm2_tools.jinja, unless the request or the server gave a template.
+`encode_chat_async` renders on a small pool of threads of its own (not the event loop, not the inference
+thread). A template that the request supplied (a front end lets one through
 only when the operator trusts them) renders there under a deadline, so a template that loops for ever ends
 with InvalidParameter("chat_template") instead of holding a thread.
 """
@@ -10,10 +14,13 @@ with InvalidParameter("chat_template") instead of holding a thread.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import functools
 import sys
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -28,9 +35,12 @@ RESERVED_KWARGS = frozenset(
     {
         "conversation", "chat_template", "add_generation_prompt", "tokenize", "padding", "truncation",
         "max_length", "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs",
-        "sanitize_control_tokens",
+        "sanitize_control_tokens", "tools", "continue_final_message",
     }
 )  # fmt: skip
+TOOLS_TEMPLATE = Path(__file__).resolve().parents[1] / "models" / "chat_templates" / "smollm2_tools.jinja"
+_JINJA_CHARS = "{}\n"  # a --chat-template value holding any of these is a template, not a path (as vLLM)
+_configured: weakref.WeakSet[Any] = weakref.WeakSet()  # tokenizers whose template the server replaced
 
 _pool = ThreadPoolExecutor(TEMPLATE_THREADS, thread_name_prefix="rtserve-chat-template")
 
@@ -49,6 +59,48 @@ def _deadline_tracer(deadline: float) -> Any:
         return trace
 
     return trace
+
+
+def load_chat_template(spec: str) -> str:
+    """--chat-template: a file's path, or the template itself (as vLLM reads it). ValueError for a path
+    that cannot be read or a template that is not valid Jinja."""
+    try:
+        text = Path(spec).read_text(encoding="utf-8")
+    except OSError as exc:
+        if not any(c in spec for c in _JINJA_CHARS):
+            raise ValueError(f"the chat template {spec!r} looks like a file path, but: {exc}") from None
+        text = codecs.decode(spec, "unicode_escape") if spec.isascii() else spec
+    try:
+        jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"the chat template is not valid Jinja: {exc}") from None
+    return text
+
+
+def configure_chat_template(tokenizer: Any, spec: str | None) -> None:
+    """The server's template (--chat-template) in place of the model's own, for every chat."""
+    if spec is None:
+        return
+    tokenizer.chat_template = load_chat_template(spec)
+    _configured.add(tokenizer)
+
+
+@functools.cache
+def _tools_template() -> str:
+    return TOOLS_TEMPLATE.read_text(encoding="utf-8")
+
+
+def uses_tools(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> bool:
+    return bool(tools) or any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+
+
+def tools_template_for(tokenizer: Any) -> str | None:
+    """The shipped tool template for a ChatML model whose own template does not render tools; None where
+    the template in force is the one to use (it knows tools, or the server chose it)."""
+    own = tokenizer.chat_template
+    if tokenizer in _configured or not isinstance(own, str) or "tools" in own or "<|im_start|>" not in own:
+        return None
+    return _tools_template()
 
 
 def _checked_kwargs(template_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -108,17 +160,31 @@ def _render_within(
         sys.settrace(None)
 
 
+def _template_kwargs(
+    template_kwargs: dict[str, Any] | None, tools: list[dict[str, Any]] | None, continue_final_message: bool
+) -> dict[str, Any]:
+    kwargs = _checked_kwargs(template_kwargs)
+    if tools:
+        kwargs["tools"] = tools
+    if continue_final_message:
+        kwargs["continue_final_message"] = True
+    return kwargs
+
+
 def encode_chat(
     tokenizer: Any,
     messages: list[dict[str, Any]],
     *,
     template_kwargs: dict[str, Any] | None = None,
     add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Render the tokenizer's chat template, then tokenize it (the template holds the BOS/role tokens).
+    """Render the chat template in force, then tokenize it (the template holds the BOS/role tokens).
 
     Raises InvalidParameter(param="messages") when the template rejects the messages."""
-    text = _render(tokenizer, messages, None, _checked_kwargs(template_kwargs), add_generation_prompt)
+    template = tools_template_for(tokenizer) if uses_tools(messages, tools) else None
+    kwargs = _template_kwargs(template_kwargs, tools, False)
+    text = _render(tokenizer, messages, template, kwargs, add_generation_prompt)
     return tokenizer.encode(text, add_special_tokens=False)
 
 
@@ -130,12 +196,12 @@ def _encode_bounded(
     add_generation_prompt: bool,
     continue_final_message: bool = False,
     add_special_tokens: bool = False,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    kwargs = _checked_kwargs(template_kwargs)
-    if continue_final_message:
-        kwargs["continue_final_message"] = True
+    kwargs = _template_kwargs(template_kwargs, tools, continue_final_message)
     if chat_template is None:
-        text = _render(tokenizer, messages, None, kwargs, add_generation_prompt)
+        template = tools_template_for(tokenizer) if uses_tools(messages, tools) else None
+        text = _render(tokenizer, messages, template, kwargs, add_generation_prompt)
     else:
         text = _render_within(
             tokenizer, messages, chat_template, kwargs, add_generation_prompt, REQUEST_TEMPLATE_TIMEOUT_S
@@ -152,16 +218,18 @@ async def encode_chat_async(
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
     add_special_tokens: bool = False,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
     """encode_chat off the event loop, on the template threads. `chat_template`: a template the request
     supplied (the caller decides whether to trust one), rendered within REQUEST_TEMPLATE_TIMEOUT_S.
     continue_final_message: the last message is left open (no end-of-turn) for the model to continue;
-    add_special_tokens: the tokenizer's own special tokens (a BOS) on top of what the template writes.
+    add_special_tokens: the tokenizer's own special tokens (a BOS) on top of what the template writes;
+    tools: OpenAI tool objects, for a template that describes them to the model.
 
     Raises InvalidParameter: "messages" (the template rejects them), "chat_template" (not valid Jinja, or
     past the deadline), "chat_template_kwargs.<key>" (an option the server sets)."""
     job = functools.partial(
         _encode_bounded, tokenizer, messages, chat_template, template_kwargs, add_generation_prompt,
-        continue_final_message, add_special_tokens,
+        continue_final_message, add_special_tokens, tools,
     )  # fmt: skip
     return await asyncio.get_running_loop().run_in_executor(_pool, job)

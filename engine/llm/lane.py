@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -11,15 +12,24 @@ from typing import Any
 from engine.config import EngineConfig
 from engine.errors import InvalidParameter
 from engine.llm.blocks import BlockManager
+from engine.llm.chat import configure_chat_template
 from engine.llm.detokenizer import IncrementalDetokenizer
+from engine.llm.grammar.compiler import GrammarCompiler
+from engine.llm.grammar.masks import GrammarMasks
 from engine.llm.kv_cache import KVCache
+from engine.llm.lora_lane import LoRAAdapters, attach_lora, setup_lora
 from engine.llm.runner import LLMRunner
 from engine.llm.scheduler import LLMBatch, LLMScheduler
 from engine.llm.sequence import Sequence, StepTokens
 from engine.models.generation_config import resolve_generation_defaults
 from engine.models.llm_loader import load_llm
 from engine.models.paged_llama import PagedLlama
-from engine.models.quantize import quantize_llm_int8
+from engine.models.quantize import (
+    WEIGHT_ONLY_FORMATS,
+    quantize_llm_int8,
+    quantize_llm_weight_only,
+    resolve_llm_format,
+)
 from engine.request import GenerationRequest
 from engine.stats import EngineStats
 
@@ -28,6 +38,9 @@ log = logging.getLogger(__name__)
 
 class LLMLane:
     name = "llm"
+    loras: LoRAAdapters | None = None  # LoRA adapters served beside the base model
+    # Set by the engine when other work arrives or waits: a multi-step decode stops after its current step
+    interrupt: threading.Event | None = None
 
     def __init__(
         self,
@@ -65,10 +78,15 @@ class LLMLane:
                 f"{len(ids)} and max_tokens asks for {params.max_tokens} more",
                 code="context_length_exceeded",
             )
+        if params.structured is not None and self.runner.grammar is not None:
+            # Compiled here, before the request joins the batch (a few ms cold; cached by kind and spec):
+            # a constraint that cannot compile is this request's 400 and costs the others nothing.
+            self.runner.grammar.compiler.compile(params.structured)
         seq = Sequence(list(ids), params, request.priority, outputs)
         seq.detokenizer = IncrementalDetokenizer(
             self.tokenizer, list(params.stop), params.skip_special_tokens, params.include_stop_str_in_output
         )
+        attach_lora(self.loras, seq, request.lora_name)  # model_not_found for an adapter not served
         self.scheduler.add(seq)
         return seq
 
@@ -90,12 +108,17 @@ class LLMLane:
     # ---- the step ----
 
     def schedule(self) -> LLMBatch | None:
-        return self.scheduler.schedule()
+        batch = self.scheduler.schedule()
+        if batch is not None:
+            batch.interrupt = self.interrupt
+        if batch is not None and self.loras is not None:
+            batch.lora = self.loras.manager.step(batch.seqs)
+        return batch
 
-    def run(self, batch: LLMBatch) -> list[StepTokens]:
+    def run(self, batch: LLMBatch) -> list[list[StepTokens]]:
         return self.runner.run(batch)
 
-    def postprocess(self, batch: LLMBatch, sampled: list[StepTokens]) -> None:
+    def postprocess(self, batch: LLMBatch, sampled: list[list[StepTokens]]) -> None:
         made = self.scheduler.postprocess(batch, sampled)
         if not batch.is_prefill:
             self.stats.count_generated(made)
@@ -104,16 +127,23 @@ class LLMLane:
         self.scheduler.fail(batch, error)
 
 
+def _quantized(model: Any, fmt: str, device: str) -> Any:
+    if fmt == "none":
+        return model
+    if device != "cpu":
+        raise ValueError(f"--quantize {fmt} is a CPU option")
+    log.info("LLM weights: %s", fmt)
+    return quantize_llm_weight_only(model, fmt) if fmt in WEIGHT_ONLY_FORMATS else quantize_llm_int8(model)
+
+
 def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLMLane | None:
     """Load config.llm (blocking) and size its paged KV cache; None when no LLM is configured."""
     if not config.llm:
         return None
     bundle = load_llm(config.llm, config.cache_dir, device)
+    configure_chat_template(bundle.tokenizer, config.chat_template)
     model = bundle.model
-    if config.quantize == "int8":
-        if device != "cpu":
-            raise ValueError("--quantize int8 is a CPU option")
-        model = quantize_llm_int8(model)
+    model = _quantized(model, resolve_llm_format(config.quantize, device), device)
     max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
     paged = PagedLlama(model, max_model_len)
     block_size = config.kv_block_size
@@ -124,7 +154,7 @@ def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLM
     )
     scheduler = LLMScheduler(
         BlockManager(num_blocks, block_size), config.max_num_seqs, config.max_prefill_tokens, max_model_len,
-        bundle.eos_token_ids, stats,
+        bundle.eos_token_ids, stats, config.num_scheduler_steps,
     )  # fmt: skip
     stats.kv_blocks_total = num_blocks
     defaults = resolve_generation_defaults(
@@ -132,5 +162,9 @@ def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLM
         getattr(bundle.model, "generation_config", None), paged.vocab_size,
     )  # fmt: skip
     log.info("generation defaults for %s: %s; a request's own values win", bundle.name, defaults.describe())
-    runner = LLMRunner(paged, cache, device)
-    return LLMLane(bundle.name, bundle.tokenizer, scheduler, runner, stats, defaults.values)
+    grammar = GrammarMasks(GrammarCompiler(bundle.tokenizer, paged.vocab_size, bundle.eos_token_ids))
+    runner = LLMRunner(paged, cache, device, grammar)
+    lane = LLMLane(bundle.name, bundle.tokenizer, scheduler, runner, stats, defaults.values)
+    names = tuple(config.served_model_names) or (bundle.name,)
+    lane.loras = setup_lora(config, scheduler, runner, model, names)  # adapters beside the base model
+    return lane

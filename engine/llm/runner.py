@@ -6,13 +6,18 @@ generator per sequence) is keyed by sequence id and dropped when the scheduler r
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from engine.llm.blocks import slot
+from engine.llm.grammar.masks import GrammarMasks, StepMasks
 from engine.llm.kv_cache import KVCache
+from engine.llm.lora_rows import lora_batch
 from engine.llm.sampler import prompt_logprobs, sample
 from engine.llm.scheduler import LLMBatch
 from engine.llm.sequence import Sequence, StepTokens
+from engine.models.lora import LoRAStore
 from engine.models.paged_llama import AttentionMetadata, PagedLlama
 from engine.request import TokenLogprob
 
@@ -21,8 +26,13 @@ PROMPT_LOGPROB_ROWS = 256  # prompt positions scored at a time (bounds the [rows
 
 
 class LLMRunner:
-    def __init__(self, model: PagedLlama, cache: KVCache, device: str) -> None:
+    lora: LoRAStore | None = None  # LoRA adapters' weights and device slots (set by the lane)
+
+    def __init__(
+        self, model: PagedLlama, cache: KVCache, device: str, grammar: GrammarMasks | None = None
+    ) -> None:
         self.model = model
+        self.grammar = grammar  # constrained decoding: a grammar state per constrained sequence
         self.cache = cache
         self.block_size = cache.block_size
         self.device = device
@@ -45,24 +55,25 @@ class LLMRunner:
         return self._tensor(ids), self._tensor(positions), meta, self._tensor(last_rows)
 
     def _prepare_decode(self, seqs: list[Sequence]) -> Prepared:
-        max_context = max(s.num_tokens for s in seqs)
-        context_slots = torch.full((len(seqs), max_context), self.cache.padding_slot, dtype=torch.long)
-        context_mask = torch.zeros(len(seqs), 1, 1, max_context, dtype=torch.bool)
+        # Every sequence's context slots at once from its padded block table: a few tensor ops per step
+        # whatever the batch, instead of a tensor per sequence.
+        lengths = [s.num_tokens for s in seqs]
+        max_context = max(lengths)
+        max_blocks = -(-max_context // self.block_size)
+        tables = torch.tensor([s.block_table[:max_blocks] + [0] * (max_blocks - len(s.block_table[:max_blocks]))
+                               for s in seqs], dtype=torch.long)  # fmt: skip
         offsets = torch.arange(self.block_size)
-        for i, seq in enumerate(seqs):
-            n = seq.num_tokens
-            table = torch.tensor(seq.block_table, dtype=torch.long)
-            seq_slots = (table[:, None] * self.block_size + offsets).flatten()
-            context_slots[i, :n] = seq_slots[:n]
-            context_mask[i, ..., :n] = True
-        positions = [s.num_tokens - 1 for s in seqs]
-        write_slots = [slot(s.block_table, self.block_size, s.num_tokens - 1) for s in seqs]
+        context_slots = (tables[:, :, None] * self.block_size + offsets).flatten(1)[:, :max_context]
+        real = torch.arange(max_context) < torch.tensor(lengths)[:, None]
+        context_slots = context_slots.masked_fill(~real, self.cache.padding_slot)
+        write_slots = context_slots.gather(1, torch.tensor(lengths)[:, None] - 1).flatten()
         meta = AttentionMetadata(
-            False, self._tensor(write_slots), context_slots=context_slots.to(self.device),
-            context_mask=context_mask.to(self.device),
+            False, write_slots.to(self.device), context_slots=context_slots.to(self.device),
+            context_mask=real[:, None, None, :].to(self.device),
         )  # fmt: skip
         ids = self._tensor([s.last_token_id for s in seqs])
-        return ids, self._tensor(positions), meta, torch.arange(len(seqs), device=self.device)
+        positions = self._tensor([n - 1 for n in lengths])
+        return ids, positions, meta, torch.arange(len(seqs), device=self.device)
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)
@@ -78,24 +89,77 @@ class LLMRunner:
             out.append(self.generators.get(seq.seq_id))
         return out
 
-    def run(self, batch: LLMBatch) -> list[StepTokens]:
+    def _grammar_masks(self, seqs: list[Sequence]) -> StepMasks | None:
+        return self.grammar.for_step(seqs) if self.grammar is not None else None
+
+    def run(self, batch: LLMBatch) -> list[list[StepTokens]]:
+        """Each sequence's new tokens, in order: one for a prefill, up to batch.steps[i] for a decode."""
         generators = self._generators_for(batch)
-        prepare = self._prepare_prefill if batch.is_prefill else self._prepare_decode
-        ids, positions, meta, logits_rows = prepare(batch.seqs)
-        if batch.is_prefill and any(s.wants_prompt_logprobs for s in batch.seqs):
-            return self._run_scoring_prompts(batch, generators, (ids, positions, meta, logits_rows))
+        if self.grammar is not None:
+            self.grammar.release(batch.released)
+        if batch.is_prefill:
+            return [[step] for step in self._run_prefill(batch, generators)]
+        return self._run_decode(batch, generators)
+
+    def _run_prefill(self, batch: LLMBatch, generators: list[torch.Generator | None]) -> list[StepTokens]:
+        masks = self._grammar_masks(batch.seqs)
+        ids, positions, meta, logits_rows = self._prepare_prefill(batch.seqs)
+        meta.lora = lora_batch(self.lora, batch, meta)
+        if any(s.wants_prompt_logprobs for s in batch.seqs):
+            steps = self._run_scoring_prompts(batch, generators, (ids, positions, meta, logits_rows), masks)
+        else:
+            logits = self.model.forward(ids, positions, meta, self.cache, logits_rows)
+            steps = sample(logits.cpu(), batch.seqs, generators, batch.eos_token_ids, masks)
+        if self.grammar is not None:
+            self.grammar.advance(batch.seqs, steps)
+        return steps
+
+    def _run_decode(
+        self, batch: LLMBatch, generators: list[torch.Generator | None]
+    ) -> list[list[StepTokens]]:
+        """Multi-step decoding: up to batch.steps[i] tokens per sequence in one round trip, each inner step
+        a full forward + sample (grammar masks, penalties and seeds as in a single step). A sequence stops
+        early on a stop token or an abort; everyone stops when new work arrives (batch.interrupt)."""
+        seqs = batch.seqs
+        budget = batch.steps if batch.steps and batch.lora is None else [1] * len(seqs)
+        made: list[list[StepTokens]] = [[] for _ in seqs]
+        rows = list(range(len(seqs)))
+        while rows:
+            view = [_ahead(seqs[i], made[i]) for i in rows]
+            steps = self._decode_step(batch, view, [generators[i] for i in rows])
+            for i, step in zip(rows, steps, strict=True):
+                made[i].append(step)
+            if batch.interrupt is not None and batch.interrupt.is_set():
+                break
+            rows = [
+                i for i in rows
+                if len(made[i]) < budget[i] and not seqs[i].aborted
+                and not _ends(seqs[i], made[i][-1].token_id, batch.eos_token_ids)
+            ]  # fmt: skip
+        return made
+
+    def _decode_step(
+        self, batch: LLMBatch, seqs: list[Sequence], generators: list[torch.Generator | None]
+    ) -> list[StepTokens]:
+        masks = self._grammar_masks(seqs)
+        ids, positions, meta, logits_rows = self._prepare_decode(seqs)
+        meta.lora = lora_batch(self.lora, batch, meta)  # a LoRA batch runs one step: seqs is batch.seqs
         logits = self.model.forward(ids, positions, meta, self.cache, logits_rows)
-        return sample(logits.cpu(), batch.seqs, generators, batch.eos_token_ids)
+        steps = sample(logits.cpu(), seqs, generators, batch.eos_token_ids, masks)
+        if self.grammar is not None:
+            self.grammar.advance(seqs, steps)
+        return steps
 
     def _run_scoring_prompts(
-        self, batch: LLMBatch, generators: list[torch.Generator | None], prepared: Prepared
-    ) -> list[StepTokens]:
+        self, batch: LLMBatch, generators: list[torch.Generator | None], prepared: Prepared,
+        masks: StepMasks | None = None,
+    ) -> list[StepTokens]:  # fmt: skip
         """A prefill in which some sequences asked for prompt logprobs: the same forward, keeping every
         row's hidden state so their prompt positions can be scored (the others cost nothing more)."""
         ids, positions, meta, logits_rows = prepared
         hidden = self.model.hidden_states(ids, positions, meta, self.cache)
         steps = sample(
-            self.model.logits(hidden[logits_rows]).cpu(), batch.seqs, generators, batch.eos_token_ids
+            self.model.logits(hidden[logits_rows]).cpu(), batch.seqs, generators, batch.eos_token_ids, masks
         )
         start = 0
         for seq, step in zip(batch.seqs, steps, strict=True):
@@ -113,3 +177,17 @@ class LLMRunner:
             hi = min(lo + PROMPT_LOGPROB_ROWS, len(targets) - 1)
             scored += prompt_logprobs(self.model.logits(hidden[lo:hi]), targets[lo + 1 : hi + 1], top_n)
         return scored
+
+
+def _ahead(seq: Sequence, made: list[StepTokens]) -> Sequence:
+    """What an inner step reads of a sequence: a copy with the tokens made so far in this round trip (the
+    scheduler's own object is never written by the runner)."""
+    if not made:
+        return seq
+    return replace(seq, output_token_ids=seq.output_token_ids + [step.token_id for step in made])
+
+
+def _ends(seq: Sequence, token_id: int, eos_token_ids: frozenset[int]) -> bool:
+    """A token after which the sequence makes no more (the scheduler decides stop strings and lengths)."""
+    params = seq.params
+    return token_id in params.stop_token_ids or (not params.ignore_eos and token_id in eos_token_ids)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from engine.llm.sequence import Sequence, StepTokens
 from engine.request import TokenLogprob, TopLogprob
+
+if TYPE_CHECKING:
+    from engine.llm.grammar.masks import StepMasks
 
 
 def _needs_processing(seq: Sequence) -> bool:
@@ -95,9 +100,16 @@ def sample(
     seqs: list[Sequence],
     generators: list[torch.Generator | None],
     eos_token_ids: frozenset[int] = frozenset(),
+    grammar: StepMasks | None = None,
 ) -> list[StepTokens]:
-    """logits: [len(seqs), vocab] fp32; generators: each row's seeded RNG, or None for the global one;
-    eos_token_ids: what min_tokens holds back. Logprobs come from the model's raw distribution."""
+    """logits: [len(seqs), vocab] fp32 on the CPU; generators: each row's seeded RNG, or None for the global
+    one; eos_token_ids: what min_tokens holds back; grammar: the constrained rows' token masks, applied
+    first (in place). Logprobs come from the model's raw distribution."""
+    raw = logits
+    if grammar is not None:
+        if any(seqs[i].params.logprobs is not None for i in grammar.rows):
+            raw = logits.clone()
+        grammar.apply(logits)
     plain_greedy = [s.params.greedy and not _needs_processing(s) for s in seqs]
     argmax = logits.argmax(dim=-1).tolist() if any(plain_greedy) else []
     results: list[StepTokens] = []
@@ -111,7 +123,7 @@ def sample(
             token_id = _sample_row(row, seq, generators[i])
         logprob = None
         if seq.params.logprobs is not None:
-            logprob = _logprob(torch.log_softmax(logits[i], dim=-1), token_id, seq.params.logprobs)
+            logprob = _logprob(torch.log_softmax(raw[i], dim=-1), token_id, seq.params.logprobs)
         results.append(StepTokens(token_id, logprob))
     return results
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
 from engine.llm.blocks import BlockManager
+from engine.llm.lora_manager import LoRAManager, LoRAStep
 from engine.llm.sequence import Sequence, SequenceStatus, StepTokens
 from engine.request import FinishReason, GenerationOutput, Priority
 from engine.stats import EngineStats
@@ -23,12 +25,20 @@ class LLMBatch:
     is_prefill: bool
     released: list[int] = field(default_factory=list)
     eos_token_ids: frozenset[int] = frozenset()
+    lora: LoRAStep | None = None  # the step's LoRA adapters, set by the lane; None: none in use
+    # decode: how many tokens each sequence may make in this round trip (their slots are reserved);
+    # empty: one each. `interrupt` set: new work arrived, the runner stops after its current step.
+    steps: list[int] = field(default_factory=list)
+    interrupt: threading.Event | None = None
 
 
 class LLMScheduler:
+    loras: LoRAManager | None = None  # set by the lane: caps the adapters one step mixes
+
     def __init__(self, blocks: BlockManager, max_num_seqs: int, max_prefill_tokens: int, max_model_len: int,
-                 eos_token_ids: list[int], stats: EngineStats) -> None:  # fmt: skip
+                 eos_token_ids: list[int], stats: EngineStats, num_steps: int = 1) -> None:  # fmt: skip
         self.blocks = blocks
+        self.num_steps = num_steps  # decode steps per round trip while nothing waits (multi-step)
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
         self.max_model_len = max_model_len
@@ -63,8 +73,12 @@ class LLMScheduler:
                     break
                 if not self.blocks.can_allocate(seq):
                     break  # the cache is full: it waits, it is never dropped
+                if self.loras is not None and not self.loras.can_run(seq):
+                    break  # every LoRA slot is held by running sequences of other adapters
                 queue.popleft()
                 self.blocks.allocate(seq)
+                if self.loras is not None:
+                    self.loras.start(seq)
                 seq.status = SequenceStatus.RUNNING
                 admitted.append(seq)
                 tokens += seq.num_tokens
@@ -87,10 +101,33 @@ class LLMScheduler:
                 continue
             self.blocks.append_slot(seq)
             scheduled.append(seq)
-        return LLMBatch(scheduled, is_prefill=False)
+        return LLMBatch(scheduled, is_prefill=False, steps=self._reserve_steps(scheduled))
+
+    def _reserve_steps(self, seqs: list[Sequence]) -> list[int]:
+        """Tokens each sequence may make in this round trip, their cache slots reserved; [] (one each) when
+        something waits or the cache is short. A request that arrives meanwhile interrupts the batch."""
+        if self.num_steps <= 1 or any(self.waiting.values()):
+            return []
+        steps = [
+            max(1, min(self.num_steps, s.params.max_tokens - len(s.output_token_ids),
+                       self.max_model_len - s.num_tokens))
+            for s in seqs
+        ]  # fmt: skip
+        if all(n == 1 for n in steps):
+            return []
+        needed = sum(
+            self.blocks.blocks_to_reach(s, s.num_tokens + n - 1) for s, n in zip(seqs, steps, strict=True)
+        )
+        if needed > len(self.blocks.free_blocks):
+            return []
+        for seq, n in zip(seqs, steps, strict=True):
+            self.blocks.reserve(seq, seq.num_tokens + n - 1)
+        return steps
 
     def _preempt(self, seq: Sequence) -> None:
         self.blocks.free(seq)
+        if self.loras is not None:
+            self.loras.stop(seq, finished=False)
         seq.status = SequenceStatus.WAITING
         self.running.remove(seq)
         self.waiting[seq.priority].appendleft(seq)
@@ -107,6 +144,8 @@ class LLMScheduler:
         seq.finish_reason = reason
         seq.status = SequenceStatus.FINISHED
         self.blocks.free(seq)
+        if self.loras is not None:
+            self.loras.stop(seq, finished=True)
         self._released.append(seq.seq_id)
         if seq in self.running:
             self.running.remove(seq)
@@ -129,19 +168,22 @@ class LLMScheduler:
     def pending(self) -> int:
         return len(self.running) + sum(len(q) for q in self.waiting.values())
 
-    def postprocess(self, batch: LLMBatch, sampled: list[StepTokens]) -> int:
+    def postprocess(self, batch: LLMBatch, sampled: list[list[StepTokens]]) -> int:
         """Record each sequence's new token, stream it out, retire finished sequences. Returns tokens made."""
         if batch.is_prefill:
             self.stats.prompt_tokens_total += sum(s.num_tokens for s in batch.seqs)
         else:
             self.stats.llm_last_batch_size = len(batch.seqs)
             self.stats.llm_max_batch_size = max(self.stats.llm_max_batch_size, len(batch.seqs))
-        for seq, step in zip(batch.seqs, sampled, strict=True):
-            if seq.status is not SequenceStatus.RUNNING or seq.aborted:
-                continue  # aborted while the step ran; retired at the next schedule()
-            self._append(seq, step)
+        made = 0
+        for seq, steps in zip(batch.seqs, sampled, strict=True):
+            for step in steps:  # a multi-step round trip: in order, until the sequence finishes
+                if seq.status is not SequenceStatus.RUNNING or seq.aborted:
+                    break  # aborted while the step ran (retired at the next schedule()), or finished
+                self._append(seq, step)
+                made += 1
         self._update_stats()
-        return len(sampled)
+        return made
 
     def _append(self, seq: Sequence, step: StepTokens) -> None:
         seq.output_token_ids.append(step.token_id)

@@ -34,6 +34,7 @@ class Sequence:
     aborted: bool = False
     finish_reason: FinishReason | None = None
     detokenizer: IncrementalDetokenizer | None = None
+    lora_id: int | None = None  # the LoRA adapter it runs with (engine/llm/lora_manager.py); None: base
 
     @property
     def num_tokens(self) -> int:

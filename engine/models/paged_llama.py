@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from engine.llm.kv_cache import KVCache
+from engine.models.lora import LoRABatch, lora_mlp, lora_project
 
 
 @dataclass
@@ -27,6 +28,7 @@ class AttentionMetadata:
     # decode: the cache slots each sequence attends to, padded, and which of them are real
     context_slots: torch.Tensor | None = None  # [batch, max_context]
     context_mask: torch.Tensor | None = None  # [batch, 1, 1, max_context] bool
+    lora: LoRABatch | None = None  # rows that run with a LoRA adapter (engine/models/lora.py); None: none
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -57,13 +59,14 @@ class PagedLlama:
         self.cos, self.sin = emb.cos().to(dtype), emb.sin().to(dtype)
         self.scale = self.head_dim**-0.5
 
-    def _attention(self, layer_idx: int, attn_module: torch.nn.Module, x: torch.Tensor, positions: torch.Tensor,
-                   meta: AttentionMetadata, cache: KVCache) -> torch.Tensor:  # fmt: skip
+    def _attention(self, layer_idx: int, attn_module: torch.nn.Module, x: torch.Tensor,
+                   rope: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata,
+                   cache: KVCache) -> torch.Tensor:  # fmt: skip
         n = x.shape[0]
-        q = attn_module.q_proj(x).view(n, self.num_heads, self.head_dim)
-        k = attn_module.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
-        v = attn_module.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
-        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        q = lora_project(attn_module.q_proj, x, meta.lora, layer_idx, "q_proj").view(n, self.num_heads, -1)
+        k = lora_project(attn_module.k_proj, x, meta.lora, layer_idx, "k_proj").view(n, self.num_kv_heads, -1)
+        v = lora_project(attn_module.v_proj, x, meta.lora, layer_idx, "v_proj").view(n, self.num_kv_heads, -1)
+        cos, sin = rope
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
         cache.k[layer_idx].index_copy_(0, meta.write_slots, k)
@@ -91,15 +94,17 @@ class PagedLlama:
             out = F.scaled_dot_product_attention(
                 q.unsqueeze(2), ctx_k, ctx_v, attn_mask=meta.context_mask, scale=self.scale, enable_gqa=True
             ).squeeze(2)
-        return attn_module.o_proj(out.reshape(n, self.num_heads * self.head_dim))
+        out = out.reshape(n, self.num_heads * self.head_dim)
+        return lora_project(attn_module.o_proj, out, meta.lora, layer_idx, "o_proj")
 
     def _layers(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
                 cache: KVCache) -> torch.Tensor:  # fmt: skip
         body = self.model.model
         h = body.embed_tokens(input_ids)
+        rope = (self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))  # once, not per layer
         for i, layer in enumerate(body.layers):
-            h = h + self._attention(i, layer.self_attn, layer.input_layernorm(h), positions, meta, cache)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = h + self._attention(i, layer.self_attn, layer.input_layernorm(h), rope, meta, cache)
+            h = h + lora_mlp(layer.mlp, layer.post_attention_layernorm(h), meta.lora, i)
         return h
 
     @torch.inference_mode()

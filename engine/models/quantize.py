@@ -15,6 +15,7 @@ encoder's q/k/v are fused into one matrix by the runner; the decoder layers are 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -48,3 +49,86 @@ def quantize_whisper_int8(model: nn.Module) -> nn.Module:
         if isinstance(module, nn.Linear) and ".encoder." in f".{name}" and name.endswith(WHISPER_ENCODER_INT8)
     }  # fmt: skip
     return _quantize(model, names | {WHISPER_HEAD})
+
+
+# ---- weight-only formats: bf16 activations through torch's packed int4/int8 CPU kernels ----
+
+INT4_GROUP = 32  # the GGUF Q4_0/Q4_1 block: SmolLM2's shipped Q4_1 codes come back exactly
+WEIGHT_ONLY_FORMATS = ("int4", "int8w")
+
+
+def cpu_has_bf16() -> bool:
+    """AVX-512 bf16 or AMX: where the packed kernels' bf16 arithmetic is fast (Linux /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class Int4Linear(nn.Module):
+    """y = x W^T with W stored as 4-bit codes, a bf16 scale and zero per group of INT4_GROUP inputs."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        out_features, in_features = weight.shape
+        groups = weight.reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
+        low = groups.amin(-1, keepdim=True)
+        scale = (groups.amax(-1, keepdim=True) - low).clamp(min=1e-10) / 15
+        codes = ((groups - low) / scale).round().clamp(0, 15).reshape(out_features, in_features)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 2)
+        # the kernel computes (code - 8) * scale + zero
+        zero = low + 8 * scale
+        self.scales_and_zeros = torch.cat([scale, zero], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
+        self.out_features = out_features
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, INT4_GROUP, self.scales_and_zeros)
+        y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
+class Int8WeightLinear(nn.Module):
+    """y = x W^T with W stored int8 per output channel (symmetric), bf16 activations."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(1).clamp(min=1e-10) / 127
+        self.weight_int8 = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+        self.scale = scale.to(torch.bfloat16)
+        self.out_features = weight.shape[0]
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        y = torch._weight_int8pack_mm(rows, self.weight_int8, self.scale)
+        y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
+def quantize_llm_weight_only(model: nn.Module, fmt: str) -> nn.Module:
+    """Swap the decoder's Linear layers (and lm_head) for weight-only int4/int8 ones, in place.
+
+    int4: decoder projections as 4-bit groups of 32 (for a model shipped as GGUF Q4_0/Q4_1, its own codes),
+    lm_head as int8 per channel (the embedding lookup keeps its fp32 table). int8w: every Linear int8."""
+    if fmt not in WEIGHT_ONLY_FORMATS:
+        raise ValueError(f"unknown weight-only format {fmt!r}")
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            is_head = child is getattr(model, "lm_head", None)
+            use_int4 = fmt == "int4" and not is_head and child.in_features % INT4_GROUP == 0
+            setattr(parent, child_name, Int4Linear(child) if use_int4 else Int8WeightLinear(child))
+    return model
+
+
+def resolve_llm_format(requested: str, device: str) -> str:
+    """--quantize auto: int4 on a CPU with fast bf16 (the packed kernels' arithmetic), else none (fp32)."""
+    if requested != "auto":
+        return requested
+    return "int4" if device == "cpu" and cpu_has_bf16() else "none"

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Literal
 
 from pydantic import Field
 
 from http_api.errors import APIError, bad_request, unsupported
+from http_api.protocol_openai.chat_tools import ChatTool, ChatUsage, DeltaToolCall, ToolCall
 from http_api.protocol_openai.common import (
     PromptLogprob,
     RequestModel,
     ResponseModel,
     SamplingFields,
-    Usage,
     VLLMExtrasResponse,
 )
 
@@ -29,13 +30,24 @@ class ChatMessage(RequestModel):
     function_call: Any | None = None
     refusal: str | None = None
 
-    def to_template(self, index: int) -> dict[str, str]:
-        """The {role, content} dict a chat template expects; anything the model cannot take is a 400."""
+    def to_template(self, index: int) -> dict[str, Any]:
+        """The {role, content} dict a chat template expects (plus tool_calls, tool_call_id); anything the
+        model cannot take is a 400."""
         where = f"messages[{index}]"
-        if self.role in ("tool", "function"):
-            raise unsupported(f"{where}.role", "tool calling is not supported")
-        if self.tool_calls or self.function_call:
-            raise unsupported(f"{where}.tool_calls", "tool calling is not supported")
+        if self.role == "function" or self.function_call:
+            raise unsupported(f"{where}.function_call", "use tools and tool_calls instead of functions")
+        if self.tool_calls and self.role != "assistant":
+            raise bad_request(
+                f"{where}.tool_calls is only for assistant messages", param=f"{where}.tool_calls"
+            )
+        message = self._text_message(where)
+        if self.tool_calls:
+            message["tool_calls"] = template_tool_calls(self.tool_calls, f"{where}.tool_calls")
+        if self.role == "tool" and self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+    def _text_message(self, where: str) -> dict[str, Any]:
         role = "system" if self.role == "developer" else self.role
         if self.content is None:
             if role != "assistant":
@@ -66,9 +78,26 @@ class ChatMessage(RequestModel):
         return {"role": role, "content": "\n".join(texts)}
 
 
-class ResponseFormat(RequestModel):
-    type: str
-    json_schema: Any | None = None
+def template_tool_calls(calls: list[Any], where: str) -> list[dict[str, Any]]:
+    """An assistant message's earlier calls as chat templates read them: arguments as an object (vLLM
+    does the same), or as the text sent when that is not JSON."""
+    out = []
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise bad_request(
+                f"{where}[{j}] must be {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}",
+                param=f"{where}[{j}]",
+            )
+        arguments = function.get("arguments", "{}")
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                pass
+        named = {"name": function["name"], "arguments": arguments}
+        out.append({"id": call.get("id"), "type": "function", "function": named})
+    return out
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -77,7 +106,7 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = None
     max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
     max_completion_tokens: int | None = None
-    response_format: ResponseFormat | None = None
+    # response_format, structured_outputs, guided_*: SamplingFields (http_api/structured_outputs.py)
     modalities: list[str] | None = None
     chat_template: str | None = None  # vLLM's: refused unless --trust-request-chat-template
     chat_template_kwargs: dict[str, Any] | None = None
@@ -91,12 +120,18 @@ class ChatCompletionRequest(SamplingFields):
     metadata: dict[str, Any] | None = None
     store: bool | None = None
     service_tier: str | None = None
-    parallel_tool_calls: bool | None = None
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
+    # Function calling (http_api/tool_calls.py)
+    tools: list[ChatTool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # Reasoning (with --reasoning-parser): vLLM's include_reasoning, SGLang's separate_reasoning (False: the
+    # thinking stays in content) and stream_reasoning (False: streamed in one piece when it ends)
+    include_reasoning: bool = True
+    separate_reasoning: bool = True
+    stream_reasoning: bool = True
     # Declared so they get a clear "not supported" instead of "unrecognized".
-    tools: Any | None = None
-    tool_choice: Any | None = None
     functions: Any | None = None
     function_call: Any | None = None
     audio: Any | None = None
@@ -117,18 +152,13 @@ class ChatCompletionRequest(SamplingFields):
                 "continue_final_message and add_generation_prompt cannot both be true",
                 param="continue_final_message",
             )
-        for name in ("tools", "functions"):
-            if getattr(self, name):
-                raise unsupported(name, "tool calling is not supported")
-        if self.tool_choice not in (None, "none"):
-            raise unsupported("tool_choice", "tool calling is not supported")
+        if self.functions:
+            raise unsupported("functions", "use tools instead")
         if self.function_call not in (None, "none"):
-            raise unsupported("function_call", "tool calling is not supported")
+            raise unsupported("function_call", "use tool_choice instead")
         for name in ("audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"):
             if getattr(self, name) is not None:
                 raise unsupported(name)
-        if self.response_format is not None and self.response_format.type != "text":
-            raise unsupported("response_format", "only {'type': 'text'} is available")
         if self.modalities is not None and self.modalities != ["text"]:
             raise unsupported("modalities", "the served model only writes text")
         if self.top_logprobs is not None and not self.logprobs:
@@ -172,10 +202,16 @@ class ChatChoiceLogprobs(ResponseModel):
     refusal: list[ChatTokenLogprob] | None = None
 
 
-class AssistantMessage(ResponseModel):
+class AssistantMessage(VLLMExtrasResponse):
+    VLLM_EXTRAS = ("tool_calls", "reasoning_content", "reasoning")
+
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    # vLLM's (reasoning_content is its older name of the same text, still sent)
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ChatChoice(VLLMExtrasResponse):
@@ -196,7 +232,7 @@ class ChatCompletion(VLLMExtrasResponse):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     choices: list[ChatChoice]
-    usage: Usage
+    usage: ChatUsage
     system_fingerprint: str | None = None
     prompt_logprobs: list[dict[int, PromptLogprob] | None] | None = None
     prompt_token_ids: list[int] | None = None
@@ -205,6 +241,9 @@ class ChatCompletion(VLLMExtrasResponse):
 class ChatDelta(ResponseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatChunkChoice(VLLMExtrasResponse):
@@ -225,7 +264,7 @@ class ChatCompletionChunk(VLLMExtrasResponse):
     created: int
     model: str
     choices: list[ChatChunkChoice]
-    usage: Usage | None = None
+    usage: ChatUsage | None = None
     system_fingerprint: str | None = None
     prompt_token_ids: list[int] | None = None
 

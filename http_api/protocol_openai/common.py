@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from engine.sampling import SamplingParams
 from http_api.errors import bad_request
+from http_api.structured_outputs import StructuredFields
 
 # Seeds must fit torch.Generator.manual_seed (it takes up to 2**64 - 1, which leaves room for seed + i).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -43,8 +44,9 @@ class StreamOptions(RequestModel):
     include_obfuscation: bool | None = None  # accepted, ignored: there is nothing to obfuscate locally
 
 
-class SamplingFields(RequestModel):
-    """Sampling options shared by chat and completions (OpenAI names plus vLLM's extras)."""
+class SamplingFields(RequestModel, StructuredFields):
+    """Sampling options shared by chat and completions (OpenAI names plus vLLM's extras, and the
+    constrained-output fields)."""
 
     model: str | None = None  # None: the served LLM
     frequency_penalty: float | None = 0.0

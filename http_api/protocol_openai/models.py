@@ -18,6 +18,9 @@ class ModelCard(ResponseModel):
     task: str | None = None  # pooling models: embed, classify or score (vLLM's task names)
     # The LLM: the sampling values a request that leaves them unset gets (--generation-config)
     generation_defaults: dict[str, float | int] | None = None
+    # A LoRA adapter (vLLM's fields): the directory it was loaded from, and the base model it runs on
+    root: str | None = None
+    parent: str | None = None
 
 
 class ModelList(ResponseModel):

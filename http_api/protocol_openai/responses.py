@@ -160,11 +160,6 @@ class ResponsesRequest(RequestModel):
             raise unsupported("top_logprobs")
         if self.reasoning and any(v is not None for v in self.reasoning.values()):
             raise unsupported("reasoning", "the served model does not reason")
-        fmt = (self.text.format or {}) if self.text else {}
-        if fmt.get("type", "text") != "text":
-            raise unsupported(
-                "text.format", f"'{fmt.get('type')}' output needs constrained decoding, not available yet"
-            )
         if self.background and self.stream:
             raise unsupported("background", "a background response cannot stream; poll it with GET")
         if self.background and self.store is False:

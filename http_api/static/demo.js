@@ -1,5 +1,6 @@
 // rtserve demo page: live captions and voice chat on top of the RealtimeClient.
 import { RealtimeClient } from "/static/js/rtserve-realtime.js";
+import { Playback } from "/static/js/rtserve-playback.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -43,11 +44,15 @@ const ui = {
   metricLatency: $("metric-latency"),
   metricFirstTokenWrap: $("metric-first-token-wrap"),
   metricFirstToken: $("metric-first-token"),
+  spokenField: $("spoken-field"),
+  spokenReplies: $("spoken-replies"),
+  metricReplyAudioWrap: $("metric-reply-audio-wrap"),
+  metricReplyAudio: $("metric-reply-audio"),
 };
 
 const MODE_HINTS = {
   captions: "Transcribes what you say, turn by turn.",
-  chat: "Talk to the model: your turns are transcribed, its reply streams back as text.",
+  chat: "Talk to the model: your turns are transcribed, its reply streams back as text (and speech).",
 };
 const ERROR_LABELS = {
   server: "Server error",
@@ -66,12 +71,14 @@ const STATE_LABELS = {
 };
 
 let client = null;
+let playback = null; // plays spoken replies (voice chat with "Speak replies aloud")
 let audioLabel = "";
 let lastAudioRender = 0;
+let lastFirstAudio = ""; // speech end -> first reply audio, as shown
 let unsubscribers = [];
 const turns = new Map(); // item_id -> turn element (user turns)
 const replies = new Map(); // response_id -> turn element (assistant turns)
-const latencies = { transcription: [], first_token: [] };
+const latencies = { transcription: [], first_token: [], first_audio: [] };
 
 // ---- settings ----------------------------------------------------------------------------------
 
@@ -96,9 +103,20 @@ function buildSession() {
       transcriptionModel: ui.asrModel.value || undefined,
       instructions: ui.instructions.value.trim() || undefined,
       maxOutputTokens: Number.parseInt(ui.maxTokens.value, 10) || undefined,
+      audio: spoken(),
     });
   }
   return RealtimeClient.transcriptionSession({ ...common, model: ui.asrModel.value || undefined });
+}
+
+function spoken() {
+  return mode() === "chat" && ui.spokenReplies.checked;
+}
+
+function renderPlayed({ totalPlayedSamples }) {
+  ui.metricReplyAudio.dataset.playedSamples = String(totalPlayedSamples);
+  const seconds = (totalPlayedSamples / 24000).toFixed(1);
+  ui.metricReplyAudio.textContent = `${seconds} s played` + (lastFirstAudio ? ` · first after ${lastFirstAudio}` : "");
 }
 
 function renderSettingLabels() {
@@ -111,6 +129,8 @@ function renderMode() {
   ui.llmField.hidden = !chat;
   ui.instructionsField.hidden = !chat;
   ui.maxTokensField.hidden = !chat;
+  ui.spokenField.hidden = !chat;
+  ui.metricReplyAudioWrap.hidden = !spoken();
   ui.textForm.hidden = !chat;
   ui.cancel.hidden = !chat;
   ui.metricFirstTokenWrap.hidden = !chat;
@@ -189,6 +209,10 @@ function recordLatency(kind, ms) {
   list.push(ms);
   if (list.length > 50) list.shift();
   const text = `${Math.round(ms)} ms` + (list.length > 1 ? ` (median ${Math.round(median(list))} ms)` : "");
+  if (kind === "first_audio") {
+    lastFirstAudio = text;
+    return;
+  }
   (kind === "transcription" ? ui.metricLatency : ui.metricFirstToken).textContent = text;
 }
 
@@ -333,6 +357,7 @@ function onResponseCreated(event) {
 function onResponseDelta(event) {
   if (!event.delta) return;
   const turn = replyTurn(event.response_id);
+  turn.dataset.itemId = event.item_id;
   delete turn.dataset.listening;
   turn.querySelector(".turn-text").textContent += event.delta;
   scrollToEnd();
@@ -370,6 +395,7 @@ function setRunning(running) {
   ui.textSend.disabled = !running;
   for (const input of ui.modeInputs) input.disabled = running;
   ui.sampleRate.disabled = running;
+  ui.spokenReplies.disabled = running; // playback starts with the session
   ui.apiKey.disabled = running;
   if (!running) {
     ui.cancel.disabled = true;
@@ -416,6 +442,7 @@ async function start() {
   bind("response.output_text.delta", onResponseDelta);
   bind("response.output_audio_transcript.delta", onResponseDelta);
   bind("response.done", onResponseDone);
+  if (spoken()) await startPlayback();
 
   setRunning(true);
   renderSessionMetrics(client.session);
@@ -430,7 +457,29 @@ async function start() {
   }
 }
 
+async function startPlayback() {
+  // Created in the Start click's handler: browsers let audio start only after a user gesture.
+  playback = new Playback();
+  try {
+    await playback.start();
+  } catch (error) {
+    showError(`Audio playback is unavailable: ${error.message || error}`);
+    playback = null;
+    return;
+  }
+  playback.attach(client);
+  playback.on("played", renderPlayed);
+  playback.on("interrupted", ({ itemId, playedMs }) => {
+    const turn = ui.transcript.querySelector(`.turn.assistant[data-item-id="${CSS.escape(itemId)}"]`);
+    if (turn) setNote(turn, `interrupted after ${(playedMs / 1000).toFixed(1)} s`);
+  });
+}
+
 function stopClient() {
+  if (playback !== null) {
+    playback.stop();
+    playback = null;
+  }
   if (client === null) return;
   const current = client;
   client = null;
@@ -465,6 +514,7 @@ ui.textForm.addEventListener("submit", (event) => {
   ui.textInput.value = "";
 });
 for (const input of ui.modeInputs) input.addEventListener("change", renderMode);
+ui.spokenReplies.addEventListener("change", renderMode);
 ui.vadThreshold.addEventListener("input", renderSettingLabels);
 ui.silenceMs.addEventListener("input", renderSettingLabels);
 for (const control of [
