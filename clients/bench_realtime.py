@@ -226,9 +226,11 @@ def serve(args: argparse.Namespace) -> None:
     logging.getLogger("realtime.transcriber").setLevel(logging.DEBUG)  # early-word counts per turn
     name, _, overrides = args.policy.partition(":")
     legacy = name == "legacy"
+    order = "fifo" if legacy or "preview_order=fifo" in overrides else "fair"  # the ASR scheduler's
+    overrides = overrides.replace("preview_order=fifo", "").replace("preview_order=fair", "")
     config = EngineConfig(
         llm=None, asr=[args.model], max_asr_batch=args.max_asr_batch, threads=args.threads,
-        asr_quantize=args.asr_quantize, preview_order="fifo" if legacy else "fair",
+        asr_quantize=args.asr_quantize, preview_order=order,
     )  # fmt: skip
     settings = ServerSettings(realtime=RealtimeLimits(max_sessions=1024, max_buffered_audio_seconds=600.0))
     app = create_app(config, settings=settings)

@@ -96,6 +96,7 @@ class AudioInput:
         self._manual_samples = 0
         self.streaming = False  # vLLM: commit(final=false) was seen
         self._busy: asyncio.Task | None = None  # the one decode in flight (partial or final)
+        self._last_preview_took_s = 0.0  # the previous turn's last preview: how busy the engine is
         self._last_final: asyncio.Task | None = None
         self.history: list[str] = []  # transcripts of earlier turns (Whisper prompt context)
         self.idle_since = 0  # server_vad idle_timeout_ms counts silence from this 16 kHz sample
@@ -214,7 +215,8 @@ class AudioInput:
     def _start_turn(self, item_id: str) -> None:
         config = self.config
         decoder = EngineDecoder(self.engine, config.asr_model, config.language, self.settings, item_id)
-        self.turn = TurnTranscriber(decoder, self.settings, self._context())
+        busy = self._last_preview_took_s > self.settings.busy_preview_s
+        self.turn = TurnTranscriber(decoder, self.settings, self._context(), engine_busy=busy)
         self.turn_item_id = item_id
 
     def _maybe_partial(self) -> None:
@@ -243,6 +245,7 @@ class AudioInput:
         self.turn, self.turn_item_id = None, None
         if turn is None or item_id is None:
             return None
+        self._last_preview_took_s = turn.last_preview_took_s
         self.listener.committed(item_id)
         task = self._spawn(self._finalize(turn, item_id, self._busy, self._last_final))
         self._busy = self._last_final = task

@@ -38,16 +38,26 @@ class StreamingSettings:
     partial_interval_s: float = 0.5  # legacy: re-decode the growing turn after this much new audio
     min_partial_audio_s: float = 1.0  # legacy: no partial decode of less audio than this
     first_partial_audio_s: float = 0.5  # live: the first preview of a turn
+    # live: ...unless the session's previous turn had a preview take longer than this (the engine is
+    # busy): then the first preview waits for `min_partial_audio_s`, as under the legacy policy. On a
+    # saturated 2-core CPU (16 sessions) early first previews cost more finals latency than they gain.
+    busy_preview_s: float = 0.5
     min_partial_interval_s: float = 0.2  # live: the least new audio between two previews
     # live: ...and at least this many times the time the turn's last preview spent waiting (its decode
     # time less the turn's fastest): under load it stretches the interval, so previews leave the engine
     # room for finals and other sessions; on an idle engine it is ~0. (At 4 and 8 sessions on the 2-core
     # CPU, 2.5 times the whole decode time halved word and final latency against back-to-back previews.)
     busy_interval_factor: float = 2.5
+    # live: ...and at least this many times the last preview's whole decode time. When every session's
+    # previews queue (a saturated engine), "waited" above is ~0 (the turn's fastest preview waited too);
+    # this keeps the previews asked for within what the engine can decode, so finals are not starved.
+    decode_interval_factor: float = 1.0
     # live: a word of a preview's hypothesis past the agreed prefix is emitted at once when every one of
     # its tokens has at least this log-probability, every word before it was emitted or is emitted now,
     # and it is not among the hypothesis's last `confident_hold_back` words (speech may cut them short).
     confident_logprob: float = -0.3
+    # live: LocalAgreement compares a hypothesis with one made on at least this much less audio
+    agreement_min_gap_s: float = 0.4
     confident_hold_back: int = 1
     max_window_s: float = 24.0  # past this the window slides (stable text is committed and dropped)
     prompt_chars: int = 400  # prior text fed to Whisper as its prompt

@@ -125,14 +125,31 @@ def join_words(words: list[str]) -> str:
 
 
 class LocalAgreement:
-    """Word-level LocalAgreement-2 over the hypotheses of one audio window."""
+    """Word-level LocalAgreement-2 over the hypotheses of one audio window.
 
-    def __init__(self) -> None:
+    When previews come a fraction of a second apart, two may end on the same word cut short by the
+    edge of the audio ("quit" for "quick"), and an emitted word cannot be taken back. So with
+    `hold_back` the last words of either hypothesis never count as agreed, and with `min_gap` a
+    hypothesis is compared with the newest one made on at least that much less audio (samples)."""
+
+    def __init__(self, hold_back: int = 0, min_gap: int = 0) -> None:
         self.committed: list[str] = []  # words of this window already emitted
         self.previous: list[str] | None = None
+        self.hold_back = hold_back
+        self.min_gap = min_gap
+        self._earlier: list[tuple[int, list[str]]] = []  # (audio samples, hypothesis), oldest first
 
-    def update(self, hypothesis: list[str]) -> list[str]:
-        """Feed a new hypothesis; return the words that became stable (to emit now)."""
+    def update(self, hypothesis: list[str], at: int = 0) -> list[str]:
+        """Feed a new hypothesis made on `at` samples of audio; return the words that became stable."""
+        if self.min_gap:
+            older = [h for n, h in self._earlier if n <= at - self.min_gap]
+            if older:
+                self.previous = older[-1]
+            elif self._earlier:
+                self.previous = None
+            self._earlier = [(n, h) for n, h in self._earlier if n > at - 2 * self.min_gap] + [
+                (at, hypothesis)
+            ]
         new: list[str] = []
         if self.previous is not None:
             agreed = 0
@@ -140,6 +157,7 @@ class LocalAgreement:
                 if a != b:
                     break
                 agreed += 1
+            agreed = min(agreed, len(self.previous) - self.hold_back, len(hypothesis) - self.hold_back)
             if agreed > len(self.committed):
                 new = hypothesis[len(self.committed) : agreed]
                 self.committed.extend(new)
@@ -177,10 +195,14 @@ class TurnOutput:
 class TurnTranscriber:
     """One turn of speech. Not thread-safe; driven from one asyncio task at a time per turn."""
 
-    def __init__(self, decode: DecodeFn, settings: StreamingSettings, context: str = "") -> None:
+    def __init__(
+        self, decode: DecodeFn, settings: StreamingSettings, context: str = "", engine_busy: bool = False
+    ) -> None:
         self.decode = decode
         self.settings = settings
         self.context = context  # text before this turn (prompt)
+        # The session's previous turn found the engine busy: the first preview waits for more audio.
+        self.engine_busy = engine_busy
         self._chunks: list[np.ndarray] = []
         self._audio = np.zeros(0, dtype=np.float32)
         self.window_start = 0  # absolute sample (within the turn) where the decode window begins
@@ -188,7 +210,7 @@ class TurnTranscriber:
         self._last_partial_at = 0  # total_samples when the last partial decode was launched
         self._partial_took_s = 0.0  # the last preview's decode time: engine load, as the turn sees it
         self._partial_fastest_s = float("inf")  # the turn's fastest preview: about its own compute
-        self.agreement = LocalAgreement()
+        self.agreement = self._new_agreement()
         self.words: list[str] = []  # every word emitted for this turn
         self.slid_words: list[str] = []  # words whose audio slid out of the window
         self.decoded_tokens = 0
@@ -212,6 +234,17 @@ class TurnTranscriber:
         return self._audio
 
     @property
+    def last_preview_took_s(self) -> float:
+        """How long the turn's last preview took to come back (0: none ran)."""
+        return self._partial_took_s
+
+    def _new_agreement(self) -> LocalAgreement:
+        if self.settings.policy != "live":
+            return LocalAgreement()
+        gap = int(self.settings.agreement_min_gap_s * SAMPLE_RATE)  # live previews come close together
+        return LocalAgreement(hold_back=1, min_gap=gap)
+
+    @property
     def window_seconds(self) -> float:
         return (self.total_samples - self.window_start) / SAMPLE_RATE
 
@@ -223,9 +256,14 @@ class TurnTranscriber:
         s = self.settings
         if s.policy == "live":
             if self._last_partial_at == 0:
-                return self.window_seconds >= s.first_partial_audio_s
+                first = s.min_partial_audio_s if self.engine_busy else s.first_partial_audio_s
+                return self.window_seconds >= first
             waited = self._partial_took_s - self._partial_fastest_s  # queueing: other sessions' work
-            interval = max(s.min_partial_interval_s, s.busy_interval_factor * waited)
+            interval = max(
+                s.min_partial_interval_s,
+                s.busy_interval_factor * waited,
+                s.decode_interval_factor * self._partial_took_s,
+            )
             return self.total_samples - self._last_partial_at >= interval * SAMPLE_RATE
         return (
             self.window_seconds >= s.min_partial_audio_s
@@ -273,7 +311,7 @@ class TurnTranscriber:
             return TurnOutput("", self.transcript)  # the window moved while we decoded: stale
         self._draft = None if slide else hypothesis_tokens(result)
         hypothesis = hypothesis_words(result)
-        new = self.agreement.update(hypothesis)
+        new = self.agreement.update(hypothesis, self.total_samples)
         if self.settings.policy == "live" and not slide:
             new += self._confident_words(result, hypothesis)
         delta = self._emit(new)
@@ -346,7 +384,7 @@ class TurnTranscriber:
         cut = int(cut_time * SAMPLE_RATE)
         self._audio = self._audio[cut:]
         self.window_start += cut
-        self.agreement = LocalAgreement()
+        self.agreement = self._new_agreement()
         self._confident = set()  # the window's indices start over (its early words were checked by then)
         self.agreement.committed = list(carried)
         self.agreement.previous = hypothesis[cut_words:]

@@ -180,7 +180,7 @@ async def test_turn_deltas_concatenate_to_the_final_transcript():
     decoder = ScriptedDecoder(
         ["one two", "one two three", "one too three four", "one two three four five six"]
     )
-    turn = TurnTranscriber(decoder, StreamingSettings(), context="earlier words")
+    turn = TurnTranscriber(decoder, StreamingSettings.legacy(), context="earlier words")
     deltas: list[str] = []
     for _ in range(3):
         turn.append(np.zeros(16000, dtype=np.float32))
@@ -192,6 +192,23 @@ async def test_turn_deltas_concatenate_to_the_final_transcript():
     assert all(prompt == "earlier words" for _, prompt, _ in decoder.calls)
     # Each decode of the growing turn is drafted with the one before it.
     assert decoder.drafts == [None] + [scripted_tokens(text) for text in decoder.texts[:3]]
+
+
+async def test_live_policy_never_agrees_on_a_hypothesis_last_word():
+    """Previews a moment apart can both end on a word cut short ("quit" for "quick"): under the live
+    policy a word that ended either hypothesis is not emitted on their agreement."""
+    import numpy as np
+
+    decoder = ScriptedDecoder(["the quit", "the quit", "the quick brown", "the quick brown fox"])
+    turn = TurnTranscriber(decoder, StreamingSettings(), context="")
+    deltas: list[str] = []
+    for _ in range(3):
+        turn.append(np.zeros(16000, dtype=np.float32))
+        deltas.append((await turn.partial()).delta)
+    final = await turn.final()
+    deltas.append(final.delta)
+    assert deltas == ["", "the", "", " quick brown fox"]
+    assert final.transcript == "the quick brown fox"
 
 
 async def test_a_shed_preview_produces_nothing_and_the_next_append_asks_again():
