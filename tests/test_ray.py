@@ -333,6 +333,8 @@ async def test_killed_replica_ends_its_streams_with_an_error_and_is_replaced(ray
         started = [asyncio.Event() for _ in range(RUNNING_AT_ONCE)]  # two on each replica
         streams = [asyncio.create_task(read_stream(session, url, event)) for event in started]
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in started)), 120)
+        # Watch /health from before the kill: Serve may replace the replica before the streams end.
+        watcher = asyncio.create_task(wait_for_health(ray_server.base_url, "degraded", 120))
         await asyncio.to_thread(kill_one_replica, ray_server.head)
         results = await asyncio.wait_for(asyncio.gather(*streams), 180)  # none hangs
         # A new request right away is served (by the other replica, or resent to it).
@@ -346,7 +348,7 @@ async def test_killed_replica_ends_its_streams_with_an_error_and_is_replaced(ray
         assert "replica" in result["error"]["message"]
         assert result["text"]  # it had begun
     assert all(r["done"] and len(r["text"]) > 100 for r in results if r["error"] is None), results
-    seen = await wait_for_health(ray_server.base_url, "degraded", 30)
+    seen = await watcher
     assert seen["replicas"] == 1 and seen["replicas_wanted"] == 2, seen
     await wait_for_health(ray_server.base_url, "ok", 300)  # Serve started a replacement
 
