@@ -22,18 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clients.bench_realtime import SENTENCES
 from clients.realtime_client import OPENAI_RATE, openai_transcription_session, pcm16_base64
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "I would like a cup of coffee please.",
-    "Tomorrow it will rain in the morning.",
-    "My sister plays the piano every evening.",
-    "The train to London leaves at nine o'clock.",
-    "Please close the window before you leave.",
-    "We planted tomatoes and beans in the garden.",
-    "The library is open until six on Saturdays.",
-]
 PER_SESSION = 4
 GAP_S = 1.5
 CHUNK_S = 0.05

@@ -73,72 +73,50 @@ class OutputItemDoneEvent(ServerEvent):
     item: MessageItem
 
 
-class ContentPartAddedEvent(ServerEvent):
+class ContentEvent(ServerEvent):
+    """The fields every event about one content part of a response's output item carries."""
+
+    type: str
+    response_id: str
+    item_id: str
+    output_index: int = 0
+    content_index: int = 0
+
+
+class ContentPartAddedEvent(ContentEvent):
     type: Literal["response.content_part.added"] = "response.content_part.added"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     part: ContentPart
 
 
-class ContentPartDoneEvent(ServerEvent):
+class ContentPartDoneEvent(ContentEvent):
     type: Literal["response.content_part.done"] = "response.content_part.done"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     part: ContentPart
 
 
-class OutputTextDeltaEvent(ServerEvent):
+class OutputTextDeltaEvent(ContentEvent):
     type: Literal["response.output_text.delta"] = "response.output_text.delta"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     delta: str
 
 
-class OutputTextDoneEvent(ServerEvent):
+class OutputTextDoneEvent(ContentEvent):
     type: Literal["response.output_text.done"] = "response.output_text.done"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     text: str
 
 
-class OutputAudioTranscriptDeltaEvent(ServerEvent):
+class OutputAudioTranscriptDeltaEvent(ContentEvent):
     type: Literal["response.output_audio_transcript.delta"] = "response.output_audio_transcript.delta"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     delta: str
 
 
-class OutputAudioTranscriptDoneEvent(ServerEvent):
+class OutputAudioTranscriptDoneEvent(ContentEvent):
     type: Literal["response.output_audio_transcript.done"] = "response.output_audio_transcript.done"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     transcript: str
 
 
-class OutputAudioDeltaEvent(ServerEvent):
+class OutputAudioDeltaEvent(ContentEvent):
     type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
     delta: str  # base64 audio in the session's output format
 
 
-class OutputAudioDoneEvent(ServerEvent):
+class OutputAudioDoneEvent(ContentEvent):
     type: Literal["response.output_audio.done"] = "response.output_audio.done"
-    response_id: str
-    item_id: str
-    output_index: int = 0
-    content_index: int = 0
