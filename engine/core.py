@@ -34,6 +34,7 @@ from engine.pooling.request import PoolingModelInfo, PoolingOutput, PoolingReque
 from engine.request import GenerationOutput, GenerationRequest, TranscriptionOutput, TranscriptionRequest
 from engine.stats import EngineStats
 from engine.tts.request import SpeechOutput, SpeechRequest, VoiceInfo
+from engine.vision.inputs import VisionInfo
 
 if TYPE_CHECKING:
     from engine.asr.lane import ASRLane
@@ -97,6 +98,14 @@ class Engine:
     @property
     def tokenizer(self) -> Any:
         return self._llm.tokenizer if self._llm else None
+
+    @property
+    def vision(self) -> VisionInfo | None:
+        return self._llm.vision if self._llm else None
+
+    @property
+    def processor(self) -> Any:
+        return self._llm.processor if self._llm else None
 
     @property
     def max_model_len(self) -> int:

@@ -19,6 +19,7 @@ from engine.request import (
 )
 from engine.stats import EngineStats
 from engine.tts.request import SpeechOutput, SpeechRequest, VoiceInfo
+from engine.vision.inputs import VisionInfo
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class EngineClient(Protocol):
     # Sampling values (SamplingParams names) a front end uses where a request leaves one unset
     generation_defaults: dict[str, float | int]
     tokenizer: Any  # the LLM's Hugging Face tokenizer (None without an LLM)
+    # A vision-language LLM: its family and placeholders, and its Hugging Face processor (which renders
+    # chats with media and prepares the media: engine/vision/prompt.py). None for a text-only LLM.
+    vision: VisionInfo | None
+    processor: Any
     max_model_len: int
     vocab_size: int
     asr_models: dict[str, ASRModelInfo]

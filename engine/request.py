@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 
 from engine.sampling import SamplingParams
+from engine.vision.inputs import MultimodalInputs
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -28,6 +29,8 @@ class GenerationRequest:
     params: SamplingParams
     priority: Priority = Priority.BATCH
     lora_name: str | None = None  # a served LoRA adapter (EngineClient.lora_adapters); None: the base model
+    # Images and videos (a vision-language LLM only): prompt_token_ids hold their placeholder tokens
+    multimodal: MultimodalInputs | None = None
 
 
 @dataclass

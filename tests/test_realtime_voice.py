@@ -100,8 +100,9 @@ async def test_spoken_question_gets_a_spoken_answer(async_openai_client, openai_
     pcm = joined_pcm(events)
     assert len(pcm) % 2 == 0 and len(pcm) > OUTPUT_RATE  # PCM16, over a second of speech
     assert done.response.usage.output_token_details.audio_tokens == audio_tokens(len(pcm) // 2, OUTPUT_RATE)
+    assert "paris" in transcript.lower(), transcript
+    # The audio says the transcript; Whisper may mishear one word ("Pairs"), hence WER, not a keyword.
     spoken = heard(openai_client, pcm)
-    assert "paris" in spoken.lower(), spoken
     assert wer(transcript, spoken) < 0.3, (transcript, spoken)
 
 

@@ -32,6 +32,7 @@ from engine.models.quantize import (
 )
 from engine.request import GenerationRequest
 from engine.stats import EngineStats
+from engine.vision.inputs import VisionInfo
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 class LLMLane:
     name = "llm"
     loras: LoRAAdapters | None = None  # LoRA adapters served beside the base model
+    vision: VisionInfo | None = None  # a vision-language LLM (engine/models/vision/); None: text only
+    processor: Any = None  # its Hugging Face processor
     # Set by the engine when other work arrives or waits: a multi-step decode stops after its current step
     interrupt: threading.Event | None = None
 

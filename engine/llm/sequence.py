@@ -10,6 +10,7 @@ from enum import Enum, auto
 from engine.llm.detokenizer import IncrementalDetokenizer
 from engine.request import FinishReason, GenerationOutput, Priority, TokenLogprob
 from engine.sampling import SamplingParams
+from engine.vision.inputs import MultimodalInputs
 
 _ids = itertools.count()
 
@@ -35,6 +36,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     detokenizer: IncrementalDetokenizer | None = None
     lora_id: int | None = None  # the LoRA adapter it runs with (engine/llm/lora_manager.py); None: base
+    multimodal: MultimodalInputs | None = None  # its media, spliced in at every prefill (a recompute too)
 
     @property
     def num_tokens(self) -> int:

@@ -38,6 +38,7 @@ from engine.remote.info import EngineInfo, summed_stats
 from engine.request import GenerationOutput, GenerationRequest, TranscriptionOutput, TranscriptionRequest
 from engine.stats import EngineStats
 from engine.tts.request import SpeechOutput, SpeechRequest, VoiceInfo
+from engine.vision.inputs import VisionInfo
 
 log = logging.getLogger("rtserve.ray")
 # The replica is gone (killed, crashed, its node lost) or not reachable: safe to resend before any output.
@@ -129,6 +130,14 @@ class RemoteEngine:
     @property
     def tokenizer(self) -> Any:
         return self.info.tokenizer
+
+    @property
+    def vision(self) -> VisionInfo | None:
+        return self.info.vision
+
+    @property
+    def processor(self) -> Any:
+        return self.info.processor
 
     @property
     def max_model_len(self) -> int:

@@ -11,6 +11,7 @@ from engine.llm.lora_manager import LoRAAdapterInfo
 from engine.pooling.request import PoolingModelInfo
 from engine.stats import EngineStats
 from engine.tts.request import VoiceInfo
+from engine.vision.inputs import VisionInfo
 
 # EngineStats fields that are a high-water mark: the replicas' largest, not their sum.
 _MAX_FIELDS = frozenset({"llm_max_batch_size", "asr_max_batch_size"})
@@ -26,6 +27,8 @@ class EngineInfo:
     served_model_names: tuple[str, ...]
     generation_defaults: dict[str, float | int]
     tokenizer: Any  # the Hugging Face tokenizer, pickled: the front end encodes chats and counts tokens
+    vision: VisionInfo | None  # a vision-language LLM's family and placeholders
+    processor: Any  # its Hugging Face processor, pickled: the front end prepares media with it
     max_model_len: int
     vocab_size: int
     asr_models: dict[str, ASRModelInfo]

@@ -124,6 +124,8 @@ class EngineReplica:
             served_model_names=engine.served_model_names,
             generation_defaults=engine.generation_defaults,
             tokenizer=engine.tokenizer,
+            vision=engine.vision,
+            processor=engine.processor,
             max_model_len=engine.max_model_len,
             vocab_size=engine.vocab_size,
             asr_models=engine.asr_models,
