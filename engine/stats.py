@@ -23,6 +23,8 @@ class EngineStats:
     generation_tokens_per_s: float = 0.0  # over the last few seconds
     llm_requests_finished: int = 0
     llm_requests_aborted: int = 0
+    vision_items_encoded: int = 0  # images/videos run through a VLM's vision tower
+    vision_cache_hits: int = 0  # images/videos whose embeddings were reused (cached, or twice in one step)
     # Whisper
     asr_waiting: int = 0  # windows queued for encoding
     asr_running: int = 0  # windows mid-decode

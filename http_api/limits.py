@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
+
+
+@dataclass
+class MediaLimits:
+    """Images and videos in LLM requests (http_api/media.py; the flags: server/cli_media.py)."""
+
+    fetch_timeout: float = 10.0  # seconds for one http(s) media URL, connect to last byte
+    max_media_bytes: int = 20 * MiB  # one image or video, fetched, read or decoded from base64
+    # None: any host; else only http(s) URLs whose host is one of these (vLLM's exact-host rule)
+    allowed_media_domains: tuple[str, ...] | None = None
+    allowed_local_media_path: str | None = None  # file:// URLs only under this directory (None: none)
+    max_image_pixels: int = 25_000_000  # width x height of an image or video frame, read from its header
+    video_fps: float = 2.0  # frames sampled per second of video
+    max_video_frames: int = 32  # most frames sampled from one video
+    # vLLM's --limit-mm-per-prompt: most items of each kind in one request
+    limit_mm_per_prompt: dict[str, int] = field(default_factory=lambda: {"image": 8, "video": 1})
 
 
 @dataclass
@@ -26,3 +42,4 @@ class HTTPLimits:
     enable_auto_tool_choice: bool = True
     reasoning_parser: str | None = None
     enable_lora_runtime_updates: bool = False  # serve the LoRA load/unload routes (http_api/routes_lora.py)
+    media: MediaLimits = field(default_factory=MediaLimits)  # images and videos (a vision-language LLM)

@@ -43,6 +43,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("generation_tokens_per_second", "gauge", "Generated tokens/s over the last seconds", "generation_tokens_per_s"),
     Metric("llm_requests_finished_total", "counter", "LLM requests finished (stop or length)", "llm_requests_finished"),
     Metric("llm_requests_aborted_total", "counter", "LLM requests aborted (client gone, shutdown)", "llm_requests_aborted"),
+    Metric("vision_items_encoded_total", "counter", "Images and videos encoded by the vision tower", "vision_items_encoded"),
+    Metric("vision_cache_hits_total", "counter", "Images and videos whose cached embeddings were reused", "vision_cache_hits"),
     Metric("asr_windows_waiting", "gauge", "Whisper windows queued for encoding", "asr_waiting"),
     Metric("asr_windows_running", "gauge", "Whisper windows mid-decode", "asr_running"),
     Metric("asr_last_batch_size", "gauge", "Whisper windows in the last batch", "asr_last_batch_size"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +12,7 @@ from http_api.errors import bad_request, unsupported
 from http_api.protocol_openai.common import token_id_bias
 
 DEFAULT_MAX_NEW_TOKENS = 128
+IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
 
 class StrictModel(BaseModel):
@@ -94,10 +96,12 @@ class GenerateRequest(StrictModel):
     custom_logit_processor: Any | None = None
     return_hidden_states: bool = False
 
-    def check_supported(self) -> None:
+    def check_supported(self, reads_images: bool = False) -> None:
         for name in ("image_data", "audio_data", "video_data", "input_embeds"):
-            if getattr(self, name) is not None:
+            if getattr(self, name) is not None and not (name == "image_data" and reads_images):
                 raise unsupported(name, "the served model only reads text")
+        if self.image_data is not None and self.text is None:
+            raise unsupported("image_data", "send the prompt as text (with the model's image tokens)")
         for name in ("session_params", "custom_logit_processor"):
             if getattr(self, name) is not None:
                 raise unsupported(name)
@@ -107,6 +111,28 @@ class GenerateRequest(StrictModel):
             raise unsupported("logprob_start_len", "input token logprobs are not computed")
         if not 0 <= self.top_logprobs_num <= 20:
             raise bad_request("top_logprobs_num must be between 0 and 20", param="top_logprobs_num")
+
+    def images_for(self, i: int, count: int) -> list[tuple[str, str]]:
+        """Prompt i's images as (media URL, param): SGLang's image_data is one image or a list of them for
+        one prompt, and a list with an entry (one image or a list) per prompt for a batch. Each is a URL
+        (http(s), data:, file://), a local file path or raw base64."""
+        data = self.image_data
+        if data is None:
+            return []
+        if self.is_batch:
+            if not isinstance(data, list) or len(data) != count:
+                raise bad_request(f"image_data must have one entry per prompt ({count})", param="image_data")
+            data, where = data[i], f"image_data[{i}]"
+        else:
+            where = "image_data"
+        items = data if isinstance(data, list) else [data] if data is not None else []
+        out = []
+        for j, item in enumerate(items):
+            param = f"{where}[{j}]" if isinstance(data, list) else where
+            if not isinstance(item, str) or not item:
+                raise bad_request(f"{param} must be an image URL, file path or base64 string", param=param)
+            out.append((sglang_image_url(item), param))
+        return out
 
     def lora_for(self, i: int) -> str | None:
         if isinstance(self.lora_path, list):
@@ -152,6 +178,17 @@ class GenerateRequest(StrictModel):
         if len(rids) != count:
             raise bad_request(f"rid has {len(rids)} entries for {count} prompts", param="rid")
         return list(rids)
+
+
+def sglang_image_url(item: str) -> str:
+    """One image_data string as a media URL: URLs as they are, a file path as a file:// URL (served only
+    under --allowed-local-media-path), anything else as base64 data (as SGLang tells them apart: a path
+    ends with an image suffix; base64 may start with '/', as a JPEG's does)."""
+    if item.split(":", 1)[0].lower() in ("http", "https", "data", "file"):
+        return item
+    if item.lower().endswith(IMAGE_FILE_SUFFIXES):
+        return Path(item).absolute().as_uri()
+    return "data:;base64," + item
 
 
 class FinishReason(BaseModel):

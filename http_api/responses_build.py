@@ -18,6 +18,7 @@ from http_api.protocol_openai.responses import (
     FunctionTool,
     MessageItem,
     ResponsesRequest,
+    message_content,
     message_text,
 )
 from http_api.protocol_openai.responses import FunctionCallOutputItem as CallOutputItem
@@ -39,14 +40,17 @@ from http_api.tool_calls import call_text, output_text, split_calls, tools_promp
 Message = dict[str, Any]
 
 
-def item_messages(items: list[MessageItem | FunctionCallItem | CallOutputItem], plain: bool) -> list[Message]:
-    """Input items as template messages. `plain`: the input was a string (its errors name 'input')."""
+def item_messages(
+    items: list[MessageItem | FunctionCallItem | CallOutputItem], plain: bool, vision: bool = False
+) -> list[Message]:
+    """Input items as template messages. `plain`: the input was a string (its errors name 'input').
+    `vision`: the model reads images (input_image parts become placeholders: message_content)."""
     messages: list[Message] = []
     for i, item in enumerate(items):
         where = "input" if plain else f"input[{i}]"
         if isinstance(item, MessageItem):
             role = "system" if item.role == "developer" else item.role
-            messages.append({"role": role, "content": message_text(item, item.role, where)})
+            messages.append({"role": role, "content": message_content(item, item.role, where, vision)})
         elif isinstance(item, FunctionCallItem):
             messages.append({"role": "assistant", "content": call_text(item.name, item.arguments)})
         else:

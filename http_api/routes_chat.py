@@ -13,6 +13,7 @@ from aiohttp import web
 from engine.interface import EngineClient
 from engine.request import GenerationOutput, GenerationRequest, TokenLogprob
 from engine.sampling import SamplingParams
+from engine.vision.inputs import MultimodalInputs
 from http_api import sse
 from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
 from http_api.budget import check_sequences, check_tokens
@@ -51,6 +52,8 @@ from http_api.llm_options import (
     samples_per_prompt,
     truncate_prompt,
 )
+from http_api.media import MediaRef
+from http_api.media_prompt import encode_media_chat
 from http_api.protocol_openai.chat import (
     ChatChoice,
     ChatChoiceLogprobs,
@@ -90,9 +93,12 @@ def chat_logprobs(tokenizer: Any, logprobs: list[TokenLogprob]) -> ChatChoiceLog
 
 async def chat_prompt(
     engine: EngineClient, limits: HTTPLimits, req: ChatCompletionRequest, tools: ToolPlan | None = None
-) -> list[int]:
+) -> tuple[list[int], MultimodalInputs | None]:
     """The prompt ids: the messages (and tools) through the chat template (with vLLM's template options),
-    truncated as truncate_prompt_tokens asks."""
+    truncated as truncate_prompt_tokens asks; with a vision-language LLM, the processor's template and
+    the request's images and videos (http_api/media_prompt.py)."""
+    if engine.vision is not None:
+        return await media_chat_prompt(engine, limits, req, tools)
     messages = [m.to_template(i) for i, m in enumerate(req.messages)]
     ids = await encode_messages(
         engine, limits, messages, req.chat_template, req.chat_template_kwargs,
@@ -100,7 +106,26 @@ async def chat_prompt(
         continue_final_message=req.continue_final_message, add_special_tokens=req.add_special_tokens,
         tools=tools.tools if tools else None,
     )  # fmt: skip
-    return truncate_prompt(ids, req.truncate_prompt_tokens, req.truncation_side, engine.max_model_len)
+    return truncate_prompt(ids, req.truncate_prompt_tokens, req.truncation_side, engine.max_model_len), None
+
+
+async def media_chat_prompt(
+    engine: EngineClient, limits: HTTPLimits, req: ChatCompletionRequest, tools: ToolPlan | None
+) -> tuple[list[int], MultimodalInputs | None]:
+    refs: list[MediaRef] = []
+    messages = [m.to_template(i, refs) for i, m in enumerate(req.messages)]
+    ids, multimodal = await encode_media_chat(
+        engine, limits, messages, refs, req.chat_template, req.chat_template_kwargs,
+        add_generation_prompt=req.add_generation_prompt and not req.continue_final_message,
+        continue_final_message=req.continue_final_message, tools=tools.tools if tools else None,
+    )  # fmt: skip
+    kept = truncate_prompt(ids, req.truncate_prompt_tokens, req.truncation_side, engine.max_model_len)
+    if multimodal is not None and len(kept) != len(ids):
+        raise bad_request(
+            "truncate_prompt_tokens would cut a prompt that holds images or videos",
+            param="truncate_prompt_tokens",
+        )
+    return kept, multimodal
 
 
 def request_tools(req: ChatCompletionRequest, limits: HTTPLimits) -> ToolPlan | None:
@@ -132,7 +157,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     samples = samples_per_prompt(req)
     check_sequences(limits, 1, samples)
     tools = request_tools(req, limits)
-    prompt_ids = await chat_prompt(engine, limits, req, tools)
+    prompt_ids, multimodal = await chat_prompt(engine, limits, req, tools)
     rules = reply_rules(req, limits.reasoning_parser, tools, engine.tokenizer, prompt_ids)
     uses_new_name = req.max_completion_tokens is not None
     max_param = "max_completion_tokens" if uses_new_name else "max_tokens"
@@ -149,7 +174,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     params = validated(with_structure(sampling, tools, rules), engine, rename)
     lora = lora_adapter(engine, req.model)  # None: the base model
     requests = [
-        GenerationRequest(list(prompt_ids), seeded(params, i), lora_name=lora) for i in range(samples)
+        GenerationRequest(list(prompt_ids), seeded(params, i), lora_name=lora, multimodal=multimodal)
+        for i in range(samples)
     ]
     check_tokens(limits, requests, max_param)
     if req.stream:

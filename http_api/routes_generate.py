@@ -11,6 +11,7 @@ from aiohttp import web
 
 from engine.interface import EngineClient
 from engine.request import GenerationOutput, GenerationRequest, TokenLogprob
+from engine.vision.inputs import MultimodalInputs
 from http_api import sse
 from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
 from http_api.budget import check_sequences, check_tokens
@@ -27,6 +28,8 @@ from http_api.generation import (
     validated,
 )
 from http_api.limits import HTTPLimits
+from http_api.media import MediaRef
+from http_api.media_prompt import encode_media_prompt
 from http_api.protocol_sglang import (
     DEFAULT_MAX_NEW_TOKENS,
     FinishReason,
@@ -95,7 +98,25 @@ class SequenceState:
         return GenerateResponse(text=self.text, output_ids=list(self.output_ids), meta_info=meta, index=index)
 
 
-def build_requests(
+async def prompt_ids(
+    engine: EngineClient,
+    limits: HTTPLimits,
+    req: GenerateRequest,
+    i: int,
+    prompt: str | list[int],
+    count: int,
+) -> tuple[list[int], MultimodalInputs | None]:
+    """Prompt i's token ids; with image_data, the text through the vision-language model's processor."""
+    refs = [MediaRef("image", url, param) for url, param in req.images_for(i, count)]
+    if refs and isinstance(prompt, str):
+        return await encode_media_prompt(engine, limits, prompt, refs, "image_data")
+    if isinstance(prompt, str):
+        return engine.tokenizer.encode(prompt), None
+    check_token_ids(engine, prompt, "input_ids")
+    return prompt, None
+
+
+async def build_requests(
     engine: EngineClient, limits: HTTPLimits, req: GenerateRequest
 ) -> tuple[list[GenerationRequest], list[SequenceState]]:
     prompts = req.prompts()
@@ -108,11 +129,7 @@ def build_requests(
     for i, prompt in enumerate(prompts):
         where = "sampling_params" if not isinstance(req.sampling_params, list) else f"sampling_params[{i}]"
         params[i].check_supported(where)
-        if isinstance(prompt, str):
-            ids = engine.tokenizer.encode(prompt)
-        else:
-            check_token_ids(engine, prompt, "input_ids")
-            ids = prompt
+        ids, multimodal = await prompt_ids(engine, limits, req, i, prompt, len(prompts))
         asked = params[i].max_new_tokens
         if asked is None:
             room = engine.max_model_len - len(ids)
@@ -123,7 +140,7 @@ def build_requests(
         sampling.structured = from_sglang(where, sp.json_schema, sp.regex, sp.ebnf, sp.structural_tag)
         sampling = validated(sampling, engine, SAMPLING_NAMES)
         lora = lora_by_path(engine, req.lora_for(i))  # None: the base model
-        requests.append(GenerationRequest(list(ids), sampling, lora_name=lora))
+        requests.append(GenerationRequest(list(ids), sampling, lora_name=lora, multimodal=multimodal))
         states.append(
             SequenceState(rid=rids[i] or uuid.uuid4().hex, prompt_tokens=len(ids), max_tokens=max_tokens)
         )
@@ -134,9 +151,9 @@ def build_requests(
 async def generate(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE_KEY]
     req = parse_model(GenerateRequest, await read_json(request))
-    req.check_supported()
+    req.check_supported(reads_images=engine.vision is not None)
     require_llm(engine, None)
-    requests, states = build_requests(engine, request.app[SETTINGS_KEY], req)
+    requests, states = await build_requests(engine, request.app[SETTINGS_KEY], req)
     if req.stream:
         return await stream_generate(request, req, requests, states)
     async with closing(fan_out(engine, requests)) as stream:

@@ -27,6 +27,8 @@ from http_api.generation import (
     validated,
 )
 from http_api.limits import HTTPLimits
+from http_api.media import split_media
+from http_api.media_prompt import encode_media_chat
 from http_api.protocol_openai.responses import ResponsesRequest
 from http_api.protocol_openai.responses_output import DeletedResponse, ResponseObject
 from http_api.request_id import request_id
@@ -72,14 +74,21 @@ async def plan_response(request: web.Request, engine: EngineClient, limits: HTTP
     tools = req.function_tools()
     calls_allowed = bool(tools) and req.tool_mode() == "auto"
     items = req.input_items()
-    conversation = history(request.app[STORE_KEY], req) + item_messages(items, isinstance(req.input, str))
+    vision = engine.vision is not None
+    plain = isinstance(req.input, str)
+    conversation = history(request.app[STORE_KEY], req) + item_messages(items, plain, vision)
     shown_tools = tools if calls_allowed else []
     prompt = prompt_messages(req.instructions, shown_tools, conversation)
-    prompt_ids = await encode_messages(engine, limits, prompt, None, None)
+    if vision:  # images in this turn's input or the stored conversation's (http_api/media.py)
+        messages, refs = split_media(prompt)
+        prompt_ids, multimodal = await encode_media_chat(engine, limits, messages, refs, param="input")
+    else:
+        prompt_ids, multimodal = await encode_messages(engine, limits, prompt, None, None), None
     requested = max_tokens_or_default(req.max_output_tokens, engine, len(prompt_ids))
     max_tokens = resolve_max_tokens(engine, len(prompt_ids), requested, "max_output_tokens", "input")
     params = validated(with_defaults(sampling_params(req, max_tokens), req, engine), engine, MAX_TOKENS_NAME)
-    generation = GenerationRequest(list(prompt_ids), params, lora_name=lora_adapter(engine, req.model))
+    lora = lora_adapter(engine, req.model)
+    generation = GenerationRequest(list(prompt_ids), params, lora_name=lora, multimodal=multimodal)
     check_tokens(limits, [generation], "max_output_tokens")
     rid = request_id(request, "resp", sep="_")
     return ResponsePlan(rid, model, req, tools, calls_allowed, conversation, generation)

@@ -14,6 +14,7 @@ from realtime.limits import RealtimeLimits
 from server.cli_chat import add_chat_args
 from server.cli_llm import add_llm_serving_args
 from server.cli_lora import add_lora_args, lora_engine_config
+from server.cli_media import add_media_args, media_limits
 from server.cli_ray import add_ray_args, remote_engine
 from server.cli_tts import add_tts_args, tts_voices
 from server.cli_types import positive_float, positive_int
@@ -176,6 +177,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     add_realtime_args(p, settings.realtime)
     add_llm_serving_args(p, settings.http)
     add_chat_args(p)
+    add_media_args(p, settings.http.media)
     add_lora_args(p)
     add_tts_args(p)
     add_ray_args(p)
@@ -236,6 +238,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
             responses_store_size=args.responses_store_size,
             responses_store_ttl=args.responses_store_ttl,
             enable_lora_runtime_updates=args.enable_lora_runtime_updates,
+            media=media_limits(args),
         ),
         realtime=RealtimeLimits(
             max_sessions=args.max_sessions,

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from clients.server_process import ServerProcess
+from tests.vlm_models import idefics3_dir, llava_dir, qwen2_5_vl_dir, qwen2_vl_dir  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"

@@ -114,7 +114,7 @@ def _checked_kwargs(template_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     return kwargs
 
 
-def _render(
+def render_chat(
     tokenizer: Any,
     messages: list[dict[str, Any]],
     chat_template: str | None,
@@ -137,7 +137,7 @@ def _render(
         ) from exc
 
 
-def _render_within(
+def render_chat_within(
     tokenizer: Any,
     messages: list[dict[str, Any]],
     chat_template: str,
@@ -145,11 +145,11 @@ def _render_within(
     add_generation_prompt: bool,
     timeout_s: float,
 ) -> str:
-    """_render under a deadline, checked by a trace function on this thread (a template compiles to Python:
+    """render_chat under a deadline, checked by a trace function on this thread (a template compiles to Python:
     its loops are lines, so even an empty loop body is checked)."""
     sys.settrace(_deadline_tracer(time.monotonic() + timeout_s))
     try:
-        return _render(tokenizer, messages, chat_template, kwargs, add_generation_prompt)
+        return render_chat(tokenizer, messages, chat_template, kwargs, add_generation_prompt)
     except _PastDeadline:
         raise InvalidParameter(
             "chat_template",
@@ -160,7 +160,7 @@ def _render_within(
         sys.settrace(None)
 
 
-def _template_kwargs(
+def chat_template_options(
     template_kwargs: dict[str, Any] | None, tools: list[dict[str, Any]] | None, continue_final_message: bool
 ) -> dict[str, Any]:
     kwargs = _checked_kwargs(template_kwargs)
@@ -183,8 +183,8 @@ def encode_chat(
 
     Raises InvalidParameter(param="messages") when the template rejects the messages."""
     template = tools_template_for(tokenizer) if uses_tools(messages, tools) else None
-    kwargs = _template_kwargs(template_kwargs, tools, False)
-    text = _render(tokenizer, messages, template, kwargs, add_generation_prompt)
+    kwargs = chat_template_options(template_kwargs, tools, False)
+    text = render_chat(tokenizer, messages, template, kwargs, add_generation_prompt)
     return tokenizer.encode(text, add_special_tokens=False)
 
 
@@ -198,12 +198,12 @@ def _encode_bounded(
     add_special_tokens: bool = False,
     tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    kwargs = _template_kwargs(template_kwargs, tools, continue_final_message)
+    kwargs = chat_template_options(template_kwargs, tools, continue_final_message)
     if chat_template is None:
         template = tools_template_for(tokenizer) if uses_tools(messages, tools) else None
-        text = _render(tokenizer, messages, template, kwargs, add_generation_prompt)
+        text = render_chat(tokenizer, messages, template, kwargs, add_generation_prompt)
     else:
-        text = _render_within(
+        text = render_chat_within(
             tokenizer, messages, chat_template, kwargs, add_generation_prompt, REQUEST_TEMPLATE_TIMEOUT_S
         )
     return tokenizer.encode(text, add_special_tokens=add_special_tokens)

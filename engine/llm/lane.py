@@ -18,21 +18,25 @@ from engine.llm.grammar.compiler import GrammarCompiler
 from engine.llm.grammar.masks import GrammarMasks
 from engine.llm.kv_cache import KVCache
 from engine.llm.lora_lane import LoRAAdapters, attach_lora, setup_lora
+from engine.llm.media_embedder import MediaEmbedder
 from engine.llm.runner import LLMRunner
 from engine.llm.scheduler import LLMBatch, LLMScheduler
 from engine.llm.sequence import Sequence, StepTokens
 from engine.models.generation_config import resolve_generation_defaults
-from engine.models.llm_loader import load_llm
-from engine.models.paged_llama import PagedLlama
+from engine.models.llm_loader import LLMBundle, load_llm
+from engine.models.paged_llama import PagedLlama, TextDecoder
 from engine.models.quantize import (
     WEIGHT_ONLY_FORMATS,
     quantize_llm_int8,
     quantize_llm_weight_only,
     resolve_llm_format,
 )
+from engine.models.vision import build_vision_family
+from engine.models.vision.family import VisionFamily
 from engine.request import GenerationRequest
 from engine.stats import EngineStats
-from engine.vision.inputs import VisionInfo
+from engine.vision.embedding_cache import EmbeddingCache
+from engine.vision.inputs import MultimodalInputs, VisionInfo
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ class LLMLane:
         ids = request.prompt_token_ids
         if not ids:
             raise InvalidParameter("prompt", "the prompt is empty")
+        self._check_media(ids, request.multimodal)  # first: media to a text-only model is the error to report
         if any(not 0 <= t < self.vocab_size for t in ids):
             raise InvalidParameter("prompt", "the prompt has token ids outside the vocabulary")
         if len(ids) + params.max_tokens > self.max_model_len:
@@ -86,12 +91,38 @@ class LLMLane:
             # a constraint that cannot compile is this request's 400 and costs the others nothing.
             self.runner.grammar.compiler.compile(params.structured)
         seq = Sequence(list(ids), params, request.priority, outputs)
+        seq.multimodal = request.multimodal if request.multimodal and request.multimodal.items else None
         seq.detokenizer = IncrementalDetokenizer(
             self.tokenizer, list(params.stop), params.skip_special_tokens, params.include_stop_str_in_output
         )
         attach_lora(self.loras, seq, request.lora_name)  # model_not_found for an adapter not served
         self.scheduler.add(seq)
         return seq
+
+    def _check_media(self, ids: list[int], multimodal: MultimodalInputs | None) -> None:
+        items = multimodal.items if multimodal is not None else []
+        media = self.runner.media
+        if media is None or self.vision is None:
+            if items:
+                raise InvalidParameter(
+                    "messages", f"The model {self.model_name} is a text-only model: it reads no images or video",
+                    code="unsupported_content_type",
+                )  # fmt: skip
+            return
+        if self.vision.video_token is None and any(item.kind == "video" for item in items):
+            raise InvalidParameter(
+                "messages",
+                f"The model {self.model_name} reads images, not video",
+                code="unsupported_content_type",
+            )
+        placeholders = sum(1 for token in ids if token in media.placeholder_ids)
+        expected = sum(item.num_tokens for item in items)
+        if placeholders != expected:
+            raise InvalidParameter(
+                "prompt",
+                f"the prompt has {placeholders} image/video placeholder tokens, but its {len(items)} media "
+                f"item(s) fill {expected}",
+            )
 
     def abort(self, seq: Sequence) -> None:
         if seq.finish_reason is None:
@@ -125,6 +156,9 @@ class LLMLane:
         made = self.scheduler.postprocess(batch, sampled)
         if not batch.is_prefill:
             self.stats.count_generated(made)
+        elif self.runner.media is not None:
+            self.stats.vision_items_encoded = self.runner.media.items_encoded
+            self.stats.vision_cache_hits = self.runner.media.cache_hits
 
     def fail(self, batch: LLMBatch, error: BaseException) -> None:
         self.scheduler.fail(batch, error)
@@ -139,19 +173,35 @@ def _quantized(model: Any, fmt: str, device: str) -> Any:
     return quantize_llm_weight_only(model, fmt) if fmt in WEIGHT_ONLY_FORMATS else quantize_llm_int8(model)
 
 
+def _paged_model(
+    bundle: LLMBundle, config: EngineConfig, device: str
+) -> tuple[PagedLlama, VisionFamily | None]:
+    """The paged forward over the LLM (a VLM's text decoder, run by its family), with --quantize applied
+    to the decoder's weights (a VLM's vision tower stays as loaded)."""
+    fmt = resolve_llm_format(config.quantize, device)
+    if bundle.processor is None:
+        model = _quantized(bundle.model, fmt, device)
+        return PagedLlama(model, min(config.max_model_len, model.config.max_position_embeddings)), None
+    family = build_vision_family(bundle.model)
+    if config.lora_modules:
+        raise ValueError("LoRA adapters are not supported for vision-language models")
+    _quantized(family.text_model, fmt, device)
+    max_model_len = min(config.max_model_len, family.text_config.max_position_embeddings)
+    decoder = TextDecoder(family.text_model, family.lm_head, family.text_config)
+    return PagedLlama(decoder, max_model_len, family.rotary(max_model_len)), family
+
+
 def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLMLane | None:
     """Load config.llm (blocking) and size its paged KV cache; None when no LLM is configured."""
     if not config.llm:
         return None
     bundle = load_llm(config.llm, config.cache_dir, device)
     configure_chat_template(bundle.tokenizer, config.chat_template)
-    model = bundle.model
-    model = _quantized(model, resolve_llm_format(config.quantize, device), device)
-    max_model_len = min(config.max_model_len, model.config.max_position_embeddings)
-    paged = PagedLlama(model, max_model_len)
+    paged, family = _paged_model(bundle, config, device)
+    max_model_len = min(config.max_model_len, paged.model.config.max_position_embeddings)
     block_size = config.kv_block_size
     num_blocks = max(config.kv_cache_tokens // block_size, -(-max_model_len // block_size))
-    dtype = next(model.model.embed_tokens.parameters()).dtype
+    dtype = next(paged.model.model.embed_tokens.parameters()).dtype
     cache = KVCache.allocate(
         paged.num_layers, num_blocks, block_size, paged.num_kv_heads, paged.head_dim, dtype, device
     )
@@ -168,6 +218,12 @@ def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLM
     grammar = GrammarMasks(GrammarCompiler(bundle.tokenizer, paged.vocab_size, bundle.eos_token_ids))
     runner = LLMRunner(paged, cache, device, grammar)
     lane = LLMLane(bundle.name, bundle.tokenizer, scheduler, runner, stats, defaults.values)
+    if family is not None:  # a vision-language model: its media are encoded at prefill; no LoRA
+        runner.media = MediaEmbedder(family, EmbeddingCache(), device)
+        lane.vision, lane.processor = family.info, bundle.processor
+        if config.chat_template is not None:
+            bundle.processor.chat_template = bundle.tokenizer.chat_template  # --chat-template for media chats
+        return lane
     names = tuple(config.served_model_names) or (bundle.name,)
-    lane.loras = setup_lora(config, scheduler, runner, model, names)  # adapters beside the base model
+    lane.loras = setup_lora(config, scheduler, runner, bundle.model, names)  # adapters beside the base model
     return lane

@@ -1,7 +1,8 @@
 """Runs one LLM batch on the inference thread: build tensors, forward, sample.
 
 It reads the scheduler's batch and never writes to it; what it keeps of its own (a seeded random
-generator per sequence) is keyed by sequence id and dropped when the scheduler releases the sequence.
+generator per sequence; a vision-language model's decode position offsets, engine/llm/media_embedder.py)
+is keyed by sequence id and dropped when the scheduler releases the sequence.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from engine.llm.blocks import slot
 from engine.llm.grammar.masks import GrammarMasks, StepMasks
 from engine.llm.kv_cache import KVCache
 from engine.llm.lora_rows import lora_batch
+from engine.llm.media_embedder import MediaEmbedder
 from engine.llm.sampler import prompt_logprobs, sample
 from engine.llm.scheduler import LLMBatch
 from engine.llm.sequence import Sequence, StepTokens
@@ -21,12 +23,14 @@ from engine.models.lora import LoRAStore
 from engine.models.paged_llama import AttentionMetadata, PagedLlama
 from engine.request import TokenLogprob
 
-Prepared = tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]
+# ids, positions, metadata, logits rows, input embeddings (a prefill with media; else None)
+Prepared = tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, torch.Tensor | None]
 PROMPT_LOGPROB_ROWS = 256  # prompt positions scored at a time (bounds the [rows, vocab] logits)
 
 
 class LLMRunner:
     lora: LoRAStore | None = None  # LoRA adapters' weights and device slots (set by the lane)
+    media: MediaEmbedder | None = None  # a vision-language model's media (set by the lane); None: text only
 
     def __init__(
         self, model: PagedLlama, cache: KVCache, device: str, grammar: GrammarMasks | None = None
@@ -52,7 +56,13 @@ class LLMRunner:
             lengths.append(len(tokens))
             last_rows.append(len(ids) - 1)
         meta = AttentionMetadata(True, self._tensor(slots), prefill_lengths=lengths)
-        return self._tensor(ids), self._tensor(positions), meta, self._tensor(last_rows)
+        ids_tensor, embeds, positions_tensor = self._tensor(ids), None, None
+        if self.media is not None:
+            embeds = self.media.prefill_embeddings(seqs, ids_tensor, self.model.embed)
+            positions_tensor = self.media.prefill_positions(seqs)
+        if positions_tensor is None:
+            positions_tensor = self._tensor(positions)
+        return ids_tensor, positions_tensor, meta, self._tensor(last_rows), embeds
 
     def _prepare_decode(self, seqs: list[Sequence]) -> Prepared:
         # Every sequence's context slots at once from its padded block table: a few tensor ops per step
@@ -72,8 +82,10 @@ class LLMRunner:
             context_mask=real[:, None, None, :].to(self.device),
         )  # fmt: skip
         ids = self._tensor([s.last_token_id for s in seqs])
+        if self.media is not None:
+            lengths = [n + offset for n, offset in zip(lengths, self.media.decode_offsets(seqs), strict=True)]
         positions = self._tensor([n - 1 for n in lengths])
-        return ids, positions, meta, torch.arange(len(seqs), device=self.device)
+        return ids, positions, meta, torch.arange(len(seqs), device=self.device), None
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)
@@ -81,6 +93,8 @@ class LLMRunner:
     def _generators_for(self, batch: LLMBatch) -> list[torch.Generator | None]:
         for seq_id in batch.released:
             self.generators.pop(seq_id, None)
+        if self.media is not None:
+            self.media.release(batch.released)
         out: list[torch.Generator | None] = []
         for seq in batch.seqs:
             seed = seq.params.seed
@@ -103,12 +117,13 @@ class LLMRunner:
 
     def _run_prefill(self, batch: LLMBatch, generators: list[torch.Generator | None]) -> list[StepTokens]:
         masks = self._grammar_masks(batch.seqs)
-        ids, positions, meta, logits_rows = self._prepare_prefill(batch.seqs)
+        prepared = self._prepare_prefill(batch.seqs)
+        ids, positions, meta, logits_rows, embeds = prepared
         meta.lora = lora_batch(self.lora, batch, meta)
         if any(s.wants_prompt_logprobs for s in batch.seqs):
-            steps = self._run_scoring_prompts(batch, generators, (ids, positions, meta, logits_rows), masks)
+            steps = self._run_scoring_prompts(batch, generators, prepared, masks)
         else:
-            logits = self.model.forward(ids, positions, meta, self.cache, logits_rows)
+            logits = self.model.forward(ids, positions, meta, self.cache, logits_rows, embeds)
             steps = sample(logits.cpu(), batch.seqs, generators, batch.eos_token_ids, masks)
         if self.grammar is not None:
             self.grammar.advance(batch.seqs, steps)
@@ -142,7 +157,7 @@ class LLMRunner:
         self, batch: LLMBatch, seqs: list[Sequence], generators: list[torch.Generator | None]
     ) -> list[StepTokens]:
         masks = self._grammar_masks(seqs)
-        ids, positions, meta, logits_rows = self._prepare_decode(seqs)
+        ids, positions, meta, logits_rows, _ = self._prepare_decode(seqs)
         meta.lora = lora_batch(self.lora, batch, meta)  # a LoRA batch runs one step: seqs is batch.seqs
         logits = self.model.forward(ids, positions, meta, self.cache, logits_rows)
         steps = sample(logits.cpu(), seqs, generators, batch.eos_token_ids, masks)
@@ -156,8 +171,8 @@ class LLMRunner:
     ) -> list[StepTokens]:  # fmt: skip
         """A prefill in which some sequences asked for prompt logprobs: the same forward, keeping every
         row's hidden state so their prompt positions can be scored (the others cost nothing more)."""
-        ids, positions, meta, logits_rows = prepared
-        hidden = self.model.hidden_states(ids, positions, meta, self.cache)
+        ids, positions, meta, logits_rows, embeds = prepared
+        hidden = self.model.hidden_states(ids, positions, meta, self.cache, embeds)
         steps = sample(
             self.model.logits(hidden[logits_rows]).cpu(), batch.seqs, generators, batch.eos_token_ids, masks
         )

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from http_api.errors import APIError, bad_request, unsupported
+from http_api.media import IMAGE_PART_TYPES, VIDEO_PART_TYPES, MediaRef, media_ref
 from http_api.protocol_openai.chat_tools import ChatTool, ChatUsage, DeltaToolCall, ToolCall
 from http_api.protocol_openai.common import (
     PromptLogprob,
@@ -30,9 +31,11 @@ class ChatMessage(RequestModel):
     function_call: Any | None = None
     refusal: str | None = None
 
-    def to_template(self, index: int) -> dict[str, Any]:
+    def to_template(self, index: int, media: list[MediaRef] | None = None) -> dict[str, Any]:
         """The {role, content} dict a chat template expects (plus tool_calls, tool_call_id); anything the
-        model cannot take is a 400."""
+        model cannot take is a 400. `media`: the model reads images (and videos): content becomes the HF
+        multimodal parts ({"type": "text", "text"}, {"type": "image"}, {"type": "video"}) and each
+        image's or video's reference is appended to `media`, in order."""
         where = f"messages[{index}]"
         if self.role == "function" or self.function_call:
             raise unsupported(f"{where}.function_call", "use tools and tool_calls instead of functions")
@@ -40,7 +43,7 @@ class ChatMessage(RequestModel):
             raise bad_request(
                 f"{where}.tool_calls is only for assistant messages", param=f"{where}.tool_calls"
             )
-        message = self._text_message(where)
+        message = self._text_message(where) if media is None else self._media_message(where, media)
         if self.tool_calls:
             message["tool_calls"] = template_tool_calls(self.tool_calls, f"{where}.tool_calls")
         if self.role == "tool" and self.tool_call_id is not None:
@@ -57,25 +60,41 @@ class ChatMessage(RequestModel):
             return {"role": role, "content": ""}
         if isinstance(self.content, str):
             return {"role": role, "content": self.content}
-        texts: list[str] = []
+        texts = [part_text(part, role, f"{where}.content[{j}]") for j, part in enumerate(self.content)]
+        return {"role": role, "content": "\n".join(texts)}
+
+    def _media_message(self, where: str, media: list[MediaRef]) -> dict[str, Any]:
+        role = "system" if self.role == "developer" else self.role
+        if self.content is None or isinstance(self.content, str):
+            return {"role": role, "content": [{"type": "text", "text": self._text_message(where)["content"]}]}
+        parts: list[dict[str, Any]] = []
         for j, part in enumerate(self.content):
             kind = part.get("type")
-            if kind == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif kind in MEDIA_PART_TYPES:
-                raise APIError(
-                    f"{where}.content[{j}] is a '{kind}' part, but the served model only reads text",
-                    param=f"{where}.content[{j}].type",
-                    code="unsupported_content_type",
-                )
-            elif kind == "refusal" and role == "assistant":
-                texts.append(str(part.get("refusal", "")))
+            if kind in IMAGE_PART_TYPES or kind in VIDEO_PART_TYPES:
+                ref = media_ref(part, f"{where}.content[{j}]")
+                media.append(ref)
+                parts.append({"type": ref.kind})
+            elif kind == "text" and isinstance(part.get("text"), str):
+                parts.append({"type": "text", "text": part["text"]})
             else:
-                raise bad_request(
-                    f"{where}.content[{j}] must be a text part {{'type': 'text', 'text': ...}}",
-                    param=f"{where}.content[{j}]",
-                )
-        return {"role": role, "content": "\n".join(texts)}
+                parts.append({"type": "text", "text": part_text(part, role, f"{where}.content[{j}]")})
+        return {"role": role, "content": parts or [{"type": "text", "text": ""}]}
+
+
+def part_text(part: dict[str, Any], role: str, where: str) -> str:
+    """A text (or an assistant's refusal) part's text; any other part the model cannot read is a 400."""
+    kind = part.get("type")
+    if kind == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    if kind in MEDIA_PART_TYPES:
+        raise APIError(
+            f"{where} is a '{kind}' part, but the served model only reads text",
+            param=f"{where}.type",
+            code="unsupported_content_type",
+        )
+    if kind == "refusal" and role == "assistant":
+        return str(part.get("refusal", ""))
+    raise bad_request(f"{where} must be a text part {{'type': 'text', 'text': ...}}", param=where)
 
 
 def template_tool_calls(calls: list[Any], where: str) -> list[dict[str, Any]]:

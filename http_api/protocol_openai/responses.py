@@ -12,6 +12,7 @@ import pydantic
 from pydantic import Field
 
 from http_api.errors import APIError, bad_request, unsupported, validation_error
+from http_api.media import media_placeholder, media_ref
 from http_api.protocol_openai.common import INT64_MAX, INT64_MIN, RequestModel, StreamOptions
 
 UNSUPPORTED_PARTS = ("input_image", "input_file", "input_audio", "image_url", "file")
@@ -90,6 +91,23 @@ def message_text(item: MessageItem | FunctionCallOutputItem, role: str, where: s
         return content
     field = "content" if isinstance(item, MessageItem) else "output"
     return "\n".join(part_text(part, role, f"{where}.{field}[{j}]") for j, part in enumerate(content))
+
+
+def message_content(
+    item: MessageItem | FunctionCallOutputItem, role: str, where: str, vision: bool
+) -> str | list[dict[str, Any]]:
+    """An input message's content for the chat template: its text, or for a vision-language model its
+    parts, each input_image a placeholder carrying its reference (http_api/media.py split_media)."""
+    if not vision or not isinstance(item, MessageItem) or isinstance(item.content, str):
+        return message_text(item, role, where)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(item.content):
+        at = f"{where}.content[{j}]"
+        if part.get("type") == "input_image":
+            parts.append(media_placeholder(media_ref(part, at)))
+        else:
+            parts.append({"type": "text", "text": part_text(part, role, at)})
+    return parts
 
 
 def input_item(data: Any, where: str) -> MessageItem | FunctionCallItem | FunctionCallOutputItem:
