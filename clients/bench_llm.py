@@ -48,12 +48,15 @@ class PhaseResult:
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds
 
+    def ttft(self, quantile: float) -> float:
+        ordered = sorted(self.ttfts)
+        return ordered[max(0, round(quantile * len(ordered)) - 1)]
+
     def line(self) -> str:
         p50 = statistics.median(self.ttfts)
-        p95 = sorted(self.ttfts)[max(0, round(0.95 * len(self.ttfts)) - 1)]
         return (
             f"{self.label:<28} conc {self.concurrency:>3}  reqs {self.requests:>3}  "
-            f"{self.tokens_per_s:7.1f} tok/s   TTFT p50 {p50 * 1000:7.0f} ms  p95 {p95 * 1000:7.0f} ms"
+            f"{self.tokens_per_s:7.1f} tok/s   TTFT p50 {p50 * 1000:7.0f} ms  p95 {self.ttft(0.95) * 1000:7.0f} ms"
         )
 
 

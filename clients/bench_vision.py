@@ -23,13 +23,13 @@ import base64
 import io
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 import requests as http
 
+from clients.bench_llm import PhaseResult as LLMPhaseResult
 from clients.server_process import ROOT, ServerProcess
 
 QUESTION = "What is in this image? Describe it in detail."
@@ -37,27 +37,17 @@ NEW_TOKENS = 64
 IMAGE_SIDE = 384
 
 
-@dataclass
-class PhaseResult:
-    label: str
-    concurrency: int
-    requests: int
-    tokens: int
-    seconds: float
-    ttfts: list[float]
+class PhaseResult(LLMPhaseResult):
+    """bench_llm's phase figures, plus requests per second (an image request's cost is mostly its image)."""
 
     @property
     def requests_per_s(self) -> float:
         return self.requests / self.seconds
 
-    def ttft(self, quantile: float) -> float:
-        ordered = sorted(self.ttfts)
-        return ordered[max(0, round(quantile * len(ordered)) - 1)]
-
     def line(self) -> str:
         return (
             f"{self.label:<26} conc {self.concurrency:>2}  reqs {self.requests:>3}  {self.requests_per_s:6.3f} req/s  "
-            f"{self.tokens / self.seconds:6.1f} tok/s   TTFT p50 {self.ttft(0.5) * 1000:6.0f} ms  "
+            f"{self.tokens_per_s:6.1f} tok/s   TTFT p50 {self.ttft(0.5) * 1000:6.0f} ms  "
             f"p95 {self.ttft(0.95) * 1000:6.0f} ms"
         )
 

@@ -55,6 +55,8 @@ class EngineConfig:
     max_loras: int = 4
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
+    # A vision-language LLM's image/video embeddings, kept by content hash (a repeated image is not re-encoded)
+    mm_embedding_cache_mib: int = 256
 
     def resolved_device(self) -> str:
         import torch

@@ -218,6 +218,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         cache_dir=args.cache_dir,
         threads=args.threads,
         **lora_engine_config(args),
+        mm_embedding_cache_mib=args.mm_embedding_cache_mib,
     )
 
 

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.config import EngineConfig
 from http_api.limits import MediaLimits
 from server.cli_types import positive_float, positive_int
 
@@ -70,6 +71,11 @@ def add_media_args(p: argparse.ArgumentParser, limits: MediaLimits) -> None:
     group.add_argument(
         "--max-video-frames", type=positive_int, default=limits.max_video_frames, metavar="N",
         help="most frames sampled from one video (sampling stops there)",
+    )  # fmt: skip
+    group.add_argument(
+        "--mm-embedding-cache-mib", type=positive_int, default=EngineConfig.mm_embedding_cache_mib, metavar="MIB",
+        help="memory for image and video embeddings kept by content hash, so that a repeated image (a chat "
+        "about one picture) is encoded once; least recently used first out",
     )  # fmt: skip
     group.add_argument(
         "--limit-mm-per-prompt", type=limit_mm_arg, default=limits.limit_mm_per_prompt, metavar="JSON",

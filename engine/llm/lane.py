@@ -219,7 +219,7 @@ def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLM
     runner = LLMRunner(paged, cache, device, grammar)
     lane = LLMLane(bundle.name, bundle.tokenizer, scheduler, runner, stats, defaults.values)
     if family is not None:  # a vision-language model: its media are encoded at prefill; no LoRA
-        runner.media = MediaEmbedder(family, EmbeddingCache(), device)
+        runner.media = MediaEmbedder(family, EmbeddingCache(config.mm_embedding_cache_mib * 2**20), device)
         lane.vision, lane.processor = family.info, bundle.processor
         if config.chat_template is not None:
             bundle.processor.chat_template = bundle.tokenizer.chat_template  # --chat-template for media chats
