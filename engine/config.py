@@ -57,6 +57,9 @@ class EngineConfig:
     max_cpu_loras: int | None = None
     # A vision-language LLM's image/video embeddings, kept by content hash (a repeated image is not re-encoded)
     mm_embedding_cache_mib: int = 256
+    # Images/videos encoded in one LLM prefill step; None: 1 on a CPU (a vision pass costs the sum of its
+    # images there), 16 on a GPU
+    max_prefill_media: int | None = None
 
     def resolved_device(self) -> str:
         import torch

@@ -219,6 +219,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         threads=args.threads,
         **lora_engine_config(args),
         mm_embedding_cache_mib=args.mm_embedding_cache_mib,
+        max_prefill_media=args.max_prefill_media,
     )
 
 

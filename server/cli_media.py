@@ -78,6 +78,11 @@ def add_media_args(p: argparse.ArgumentParser, limits: MediaLimits) -> None:
         "about one picture) is encoded once; least recently used first out",
     )  # fmt: skip
     group.add_argument(
+        "--max-prefill-media", type=positive_int, default=None, metavar="N",
+        help="images and videos encoded in one engine step (then running replies get a token before the next "
+        "such step); default: 1 on a CPU, where a vision pass costs the sum of its images, 16 on a GPU",
+    )  # fmt: skip
+    group.add_argument(
         "--limit-mm-per-prompt", type=limit_mm_arg, default=limits.limit_mm_per_prompt, metavar="JSON",
         help='most images and videos in one request, as vLLM spells it: \'{"image": 4, "video": 1}\' '
         "(more is a 400)",

@@ -81,7 +81,8 @@ class VLM:
 @pytest_asyncio.fixture(scope="module", params=FAMILIES)
 async def vlm(request: pytest.FixtureRequest) -> AsyncIterator[VLM]:
     path = str(request.getfixturevalue(f"{request.param}_dir"))  # tests/vlm_models.py, built once a session
-    engine = Engine.load(EngineConfig(llm=path, asr=[], embed=[], tts=[]))
+    # Every image of a step in one vision pass (the CPU default encodes one image a step)
+    engine = Engine.load(EngineConfig(llm=path, asr=[], embed=[], tts=[], max_prefill_media=16))
     await engine.start()
     hf = AutoModelForImageTextToText.from_pretrained(path).eval()
     assert engine._llm is not None

@@ -334,7 +334,9 @@ async def served(
 ) -> AsyncIterator[Served]:
     tiny: Path = request.getfixturevalue(f"{request.param}_dir")
     directory = sharpened(tiny, tmp_path_factory.mktemp(f"{request.param}_sharp"))
-    engine = Engine.load(EngineConfig(llm=str(directory), asr=[], embed=[], tts=[], max_num_seqs=8))
+    engine = Engine.load(
+        EngineConfig(llm=str(directory), asr=[], embed=[], tts=[], max_num_seqs=8, max_prefill_media=16)
+    )
     await engine.start()
     yield Served(request.param, engine, AutoModelForImageTextToText.from_pretrained(directory).eval())
     await engine.stop()

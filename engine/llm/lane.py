@@ -208,6 +208,7 @@ def build_llm_lane(config: EngineConfig, device: str, stats: EngineStats) -> LLM
     scheduler = LLMScheduler(
         BlockManager(num_blocks, block_size), config.max_num_seqs, config.max_prefill_tokens, max_model_len,
         bundle.eos_token_ids, stats, config.num_scheduler_steps,
+        config.max_prefill_media or (1 if device == "cpu" else 16),
     )  # fmt: skip
     stats.kv_blocks_total = num_blocks
     defaults = resolve_generation_defaults(

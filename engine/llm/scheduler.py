@@ -36,8 +36,14 @@ class LLMScheduler:
     loras: LoRAManager | None = None  # set by the lane: caps the adapters one step mixes
 
     def __init__(self, blocks: BlockManager, max_num_seqs: int, max_prefill_tokens: int, max_model_len: int,
-                 eos_token_ids: list[int], stats: EngineStats, num_steps: int = 1) -> None:  # fmt: skip
+                 eos_token_ids: list[int], stats: EngineStats, num_steps: int = 1,
+                 max_prefill_media: int = 1) -> None:  # fmt: skip
         self.blocks = blocks
+        # Images/videos a prefill step may carry (each is a vision-encoder pass at the step's start): bounds
+        # how long the step holds everyone else's next token. After such a step, running sequences decode
+        # once before the next prefill, so image uploads do not freeze streams that are under way.
+        self.max_prefill_media = max_prefill_media
+        self._decode_owed = False
         self.num_steps = num_steps  # decode steps per round trip while nothing waits (multi-step)
         self.max_num_seqs = max_num_seqs
         self.max_prefill_tokens = max_prefill_tokens
@@ -53,7 +59,8 @@ class LLMScheduler:
 
     def schedule(self) -> LLMBatch | None:
         self._retire_aborted()
-        batch = self._schedule_prefill()
+        batch = None if self._decode_owed and self.running else self._schedule_prefill()
+        self._decode_owed = batch is not None and any(s.multimodal is not None for s in batch.seqs)
         if batch is None and self.running:
             batch = self._schedule_decode()
         if batch is not None:
@@ -64,12 +71,15 @@ class LLMScheduler:
 
     def _schedule_prefill(self) -> LLMBatch | None:
         admitted: list[Sequence] = []
-        tokens = 0
+        tokens = media = 0
         for priority in Priority:
             queue = self.waiting[priority]
             while queue and len(self.running) + len(admitted) < self.max_num_seqs:
                 seq = queue[0]
                 if admitted and tokens + seq.num_tokens > self.max_prefill_tokens:
+                    break
+                seq_media = len(seq.multimodal.items) if seq.multimodal is not None else 0
+                if admitted and seq_media and media + seq_media > self.max_prefill_media:
                     break
                 if not self.blocks.can_allocate(seq):
                     break  # the cache is full: it waits, it is never dropped
@@ -82,6 +92,7 @@ class LLMScheduler:
                 seq.status = SequenceStatus.RUNNING
                 admitted.append(seq)
                 tokens += seq.num_tokens
+                media += seq_media
         if not admitted:
             return None
         self.running.extend(admitted)
