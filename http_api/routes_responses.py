@@ -15,6 +15,7 @@ from aiohttp import web
 
 from engine.interface import EngineClient
 from engine.request import GenerationRequest
+from engine.structured_output import StructuredOutput
 from http_api.app_keys import ENGINE_KEY, SETTINGS_KEY
 from http_api.budget import check_tokens
 from http_api.errors import APIError, bad_request, parse_model, read_json
@@ -29,13 +30,15 @@ from http_api.generation import (
 from http_api.limits import HTTPLimits
 from http_api.media import split_media
 from http_api.media_prompt import encode_media_chat
-from http_api.protocol_openai.responses import ResponsesRequest
+from http_api.protocol_openai.responses import FunctionTool, ResponsesRequest
 from http_api.protocol_openai.responses_output import DeletedResponse, ResponseObject
 from http_api.request_id import request_id
 from http_api.response_store import ResponseStore, StoredResponse
 from http_api.responses_build import Message, ResponsePlan, item_messages, prompt_messages, sampling_params
 from http_api.responses_stream import stream_response
 from http_api.sampling_defaults import max_tokens_or_default, with_defaults
+from http_api.structured_outputs import from_text_format
+from http_api.tool_calls import forced_calls
 
 log = logging.getLogger("rtserve.http")
 
@@ -67,12 +70,27 @@ def history(store: ResponseStore, req: ResponsesRequest) -> list[Message]:
     return previous.messages
 
 
+def forced_tool_calls(req: ResponsesRequest, tools: list[FunctionTool]) -> StructuredOutput | None:
+    """The grammar a "required" or named tool_choice holds the reply to (None: the model may answer in text).
+    400 without tools, or beside a text.format (the reply cannot be both a call and that text)."""
+    mode = req.tool_mode()
+    if mode in ("auto", "none"):
+        return None
+    if not tools:
+        raise bad_request("tool_choice needs tools: none were given", param="tool_choice")
+    if req.text is not None and from_text_format(req.text.format or {}) is not None:
+        raise bad_request("a forced tool_choice cannot be combined with text.format", param="tool_choice")
+    parallel = req.parallel_tool_calls is not False
+    return forced_calls([t.model_dump() for t in tools], req.forced_tool_name(), parallel)
+
+
 async def plan_response(request: web.Request, engine: EngineClient, limits: HTTPLimits) -> ResponsePlan:
     req = parse_model(ResponsesRequest, await read_json(request))
     req.check_supported()
     model = require_llm(engine, req.model)
     tools = req.function_tools()
-    calls_allowed = bool(tools) and req.tool_mode() == "auto"
+    forced = forced_tool_calls(req, tools)
+    calls_allowed = bool(tools) and req.tool_mode() != "none"
     items = req.input_items()
     vision = engine.vision is not None
     plain = isinstance(req.input, str)
@@ -86,7 +104,9 @@ async def plan_response(request: web.Request, engine: EngineClient, limits: HTTP
         prompt_ids, multimodal = await encode_messages(engine, limits, prompt, None, None), None
     requested = max_tokens_or_default(req.max_output_tokens, engine, len(prompt_ids))
     max_tokens = resolve_max_tokens(engine, len(prompt_ids), requested, "max_output_tokens", "input")
-    params = validated(with_defaults(sampling_params(req, max_tokens), req, engine), engine, MAX_TOKENS_NAME)
+    params = sampling_params(req, max_tokens)
+    params.structured = forced or params.structured
+    params = validated(with_defaults(params, req, engine), engine, MAX_TOKENS_NAME)
     lora = lora_adapter(engine, req.model)
     generation = GenerationRequest(list(prompt_ids), params, lora_name=lora, multimodal=multimodal)
     check_tokens(limits, [generation], "max_output_tokens")

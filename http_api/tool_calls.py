@@ -171,6 +171,18 @@ def output_text(output: str) -> str:
     return f"<tool_response>\n{output}\n</tool_response>"
 
 
+def forced_calls(tools: list[dict[str, Any]], named: str | None, parallel: bool) -> StructuredOutput:
+    """The grammar of a Responses reply that must call a function (tool_choice "required", or the one
+    `named`), in the Hermes notation the Responses prompt describes. 400 for a name not among `tools`."""
+    functions = {t["name"]: t.get("parameters") for t in tools}
+    if named is not None and named not in functions:
+        raise bad_request(
+            f"tool_choice names the function '{named}', which is not in tools", param="tool_choice"
+        )
+    chosen = [(named, functions[named])] if named is not None else list(functions.items())
+    return checked(forced_call_output(chosen, _hermes.notation, parallel and named is None))
+
+
 def split_calls(text: str, names: set[str]) -> tuple[str, list[ParsedCall]]:
     """(the text with every well-formed call to a known function cut out, those calls)."""
     return _hermes.extract(text, names)

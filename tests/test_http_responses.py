@@ -155,7 +155,11 @@ BAD = [
     ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format"),
     ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
-    ({"input": "x", "tools": [WEATHER_TOOL], "tool_choice": "required"}, "tool_choice"),
+    ({"input": "x", "tool_choice": "required"}, "tool_choice"),
+    ({"input": "x", "tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
+    ({"input": "x", "tools": [WEATHER_TOOL], "tool_choice": {"type": "file_search"}}, "tool_choice"),
+    ({"input": "x", "tools": [WEATHER_TOOL], "tool_choice": "required", "text": {"format": {"type": "json_object"}}},
+     "tool_choice"),
     ({"input": "x", "temperature": 3}, "temperature"),
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": "x", "max_output_tokens": 100000}, "max_output_tokens"),
@@ -172,6 +176,29 @@ def test_bad_request_is_an_openai_error(server, http, body, param):
     assert response.status_code in (400, 404), response.text
     error = response.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error" and error["message"]
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "name": "get_weather"}], ids=["required", "named"]
+)
+def test_forced_tool_choice_makes_a_valid_call(openai_client, choice):
+    # A joke needs no weather: under "auto" the model answers in text; forced, it must call.
+    joke = {"input": "Tell me a joke about cats.", "tools": [WEATHER_TOOL], "max_output_tokens": 120}
+    assert not [o for o in create(openai_client, **joke).output if o.type == "function_call"]
+    response = create(openai_client, **joke, tool_choice=choice)
+    assert response.status == "completed", response.output
+    assert response.output and {o.type for o in response.output} == {
+        "function_call"
+    }  # "required" may call twice
+    for call in response.output:
+        assert call.name == "get_weather"
+        jsonschema.validate(json.loads(call.arguments), WEATHER_TOOL["parameters"])
+    call = response.output[0]
+    assert response.tool_choice == choice or response.tool_choice.name == "get_weather"
+    events = list(create(openai_client, **joke, tool_choice=choice, stream=True))
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == call.arguments  # greedy: the same call, streamed
+    assert not any(e.type == "response.output_text.delta" for e in events)
 
 
 def test_function_call_items_go_back_to_the_model(openai_client):

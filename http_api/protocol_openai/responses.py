@@ -194,15 +194,29 @@ class ResponsesRequest(RequestModel):
             tools.append(parse_at(FunctionTool, tool, f"tools[{i}]"))
         return tools
 
-    def tool_mode(self) -> Literal["auto", "none"]:
-        """What tool_choice asks of the model: "auto" (it may call), or "none"."""
+    def tool_mode(self) -> Literal["auto", "none", "required", "named"]:
+        """What tool_choice asks of the model: "auto" (it may call), "none", "required" (it must call one of
+        the tools) or "named" (it must call forced_tool_name())."""
         choice = self.tool_choice
-        if choice is None or choice == "auto":
-            return "auto"
-        if choice == "none":
-            return "none"
-        raise unsupported("tool_choice", "only 'auto' and 'none' are available (forcing a call needs "
-                          "constrained decoding)")  # fmt: skip
+        if choice is None or choice in ("auto", "none", "required"):
+            return choice or "auto"  # type: ignore[return-value]
+        if (
+            isinstance(choice, dict)
+            and choice.get("type") == "function"
+            and isinstance(choice.get("name"), str)
+        ):
+            return "named"
+        if isinstance(choice, dict) and isinstance(choice.get("type"), str) and choice["type"] != "function":
+            raise unsupported("tool_choice", f"only function tools are available, not '{choice['type']}'")
+        raise bad_request(
+            "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'name': ...}",
+            param="tool_choice",
+        )
+
+    def forced_tool_name(self) -> str | None:
+        """The function a named tool_choice forces (None for any other choice)."""
+        choice = self.tool_choice
+        return choice["name"] if self.tool_mode() == "named" and isinstance(choice, dict) else None
 
     def input_items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:
         if isinstance(self.input, str):
