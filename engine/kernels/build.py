@@ -1,0 +1,68 @@
+"""Compile cpu_decode.cpp for this machine's own ISA, once, into the cache directory.
+
+`-march=native` picks the AVX-512, AVX2 or portable branch of the source. The library is keyed by the
+source, the compiler and the CPU's flags, so a changed file or another CPU model builds anew; a build
+takes about two seconds. No compiler, or a failed build: None, and the caller keeps the torch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("cpu_decode.cpp")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+DISABLE_ENV = "RTSERVE_CPU_KERNELS"  # "0": never build or load them
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def _library_path(cache_dir: Path, compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+    key = hashlib.sha256(
+        "\n".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_flags()]).encode()
+    ).hexdigest()[:16]
+    return cache_dir / "kernels" / f"cpu_decode-{key}.so"
+
+
+def load_cpu_kernels(cache_dir: Path) -> ctypes.CDLL | None:
+    """The compiled kernel library, built first if needed; None where it cannot be."""
+    if os.environ.get(DISABLE_ENV) == "0":
+        return None
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        log.warning("no C++ compiler found: the LLM decodes with torch ops")
+        return None
+    import torch  # noqa: F401  (its OpenMP runtime must be loaded first, so the library shares it)
+
+    target = _library_path(cache_dir, compiler)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = Path(tmp) / target.name
+            result = subprocess.run(
+                [compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True, check=False
+            )
+            if result.returncode != 0:
+                log.warning(
+                    "building the CPU decode kernels failed; torch ops instead:\n%s", result.stderr[-2000:]
+                )
+                return None
+            os.replace(built, target)  # atomic: a concurrent builder's copy is identical
+    return ctypes.CDLL(str(target))
