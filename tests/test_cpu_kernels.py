@@ -4,6 +4,8 @@ No timing here: see clients/bench_llm.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,25 @@ def as_gguf_q4_1(weight: torch.Tensor) -> torch.Tensor:
 def as_gguf_q8_0(weight: torch.Tensor) -> torch.Tensor:
     q8 = Q8Weight.from_weight(weight)
     return Q8Weight(q8.codes, q8.scale.half().float()).dequantize()
+
+
+@pytest.mark.parametrize("march", ["haswell", "x86-64"])
+def test_the_avx2_and_portable_branches_match_too(march):
+    """CI's CPU may lack AVX-512 (or AVX2): the other branches of cpu_decode.cpp, built for those targets."""
+    if march == "haswell" and "avx2" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("this CPU cannot run AVX2 code")
+    library = load_cpu_kernels(default_cache_dir(), march)
+    assert library is not None
+    ops = CpuDecodeKernels(library, 2)
+    torch.manual_seed(1)
+    weight, bias = torch.randn(40, 96), torch.randn(40)
+    q4, q8 = Q4Weight.from_weight(weight, bias), Q8Weight.from_weight(weight)
+    for rows in (1, 9):
+        x = torch.randn(rows, 96)
+        torch.testing.assert_close(
+            ops.q4_linear(x, q4), F.linear(x, q4.dequantize(), bias), rtol=1e-5, atol=1e-4
+        )
+        torch.testing.assert_close(ops.q8_linear(x, q8), x @ q8.dequantize().T, rtol=1e-5, atol=1e-4)
 
 
 def test_norm_rope_attention_and_silu_match_torch(ops):

@@ -19,7 +19,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_decode.cpp")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 DISABLE_ENV = "RTSERVE_CPU_KERNELS"  # "0": never build or load them
 
 
@@ -33,16 +33,17 @@ def _cpu_flags() -> str:
     return os.uname().machine
 
 
-def _library_path(cache_dir: Path, compiler: str) -> Path:
+def _library_path(cache_dir: Path, compiler: str, march: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
     key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_flags()]).encode()
+        "\n".join([SOURCE.read_text(), " ".join(FLAGS), march, version, _cpu_flags()]).encode()
     ).hexdigest()[:16]
-    return cache_dir / "kernels" / f"cpu_decode-{key}.so"
+    return cache_dir / "kernels" / f"cpu_decode-{march}-{key}.so"
 
 
-def load_cpu_kernels(cache_dir: Path) -> ctypes.CDLL | None:
-    """The compiled kernel library, built first if needed; None where it cannot be."""
+def load_cpu_kernels(cache_dir: Path, march: str = "native") -> ctypes.CDLL | None:
+    """The compiled kernel library, built first if needed; None where it cannot be. `march`: another
+    target than this CPU's own (the tests build the AVX2 and portable branches this way)."""
     if os.environ.get(DISABLE_ENV) == "0":
         return None
     compiler = shutil.which(os.environ.get("CXX", "g++"))
@@ -51,13 +52,16 @@ def load_cpu_kernels(cache_dir: Path) -> ctypes.CDLL | None:
         return None
     import torch  # noqa: F401  (its OpenMP runtime must be loaded first, so the library shares it)
 
-    target = _library_path(cache_dir, compiler)
+    target = _library_path(cache_dir, compiler, march)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = Path(tmp) / target.name
             result = subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True, check=False
+                [compiler, *FLAGS, f"-march={march}", str(SOURCE), "-o", str(built)],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
                 log.warning(

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -129,7 +130,22 @@ void q8_row(const int8_t* w, const float* scale, const float* x, int64_t K, floa
 }
 #endif
 
-// One output row against a block of up to kRowBlock activation rows, dispatched to the unrolled form.
+// Calls fn with std::integral_constant<int, rows> (1..kRowBlock), so each block size has its own unrolled loop.
+template <typename Fn>
+void unrolled(int64_t rows, Fn&& fn) {
+  switch (rows) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    default: fn(std::integral_constant<int, kRowBlock>{}); break;
+  }
+}
+
+// The activation rows in blocks of up to kRowBlock, each block against one output row at a time.
 template <typename Fn>
 void by_row_block(int64_t rows, Fn&& fn) {
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
@@ -154,16 +170,7 @@ void rt_q4_linear(const uint8_t* codes, const float* scale, const float* low, co
     float out[kRowBlock];
     by_row_block(M, [&](int64_t r0, int64_t rows) {
       const float* xr = x + r0 * K;
-      switch (rows) {
-        case 1: q4_row<1>(c, s, l, xr, K, out); break;
-        case 2: q4_row<2>(c, s, l, xr, K, out); break;
-        case 3: q4_row<3>(c, s, l, xr, K, out); break;
-        case 4: q4_row<4>(c, s, l, xr, K, out); break;
-        case 5: q4_row<5>(c, s, l, xr, K, out); break;
-        case 6: q4_row<6>(c, s, l, xr, K, out); break;
-        case 7: q4_row<7>(c, s, l, xr, K, out); break;
-        default: q4_row<8>(c, s, l, xr, K, out); break;
-      }
+      unrolled(rows, [&](auto R) { q4_row<R.value>(c, s, l, xr, K, out); });
       for (int64_t r = 0; r < rows; r++) y[(r0 + r) * N + n] = out[r] + (bias ? bias[n] : 0.f);
     });
   }
@@ -179,16 +186,7 @@ void rt_q8_linear(const int8_t* w, const float* scale, const float* x, float* y,
     float out[kRowBlock];
     by_row_block(M, [&](int64_t r0, int64_t rows) {
       const float* xr = x + r0 * K;
-      switch (rows) {
-        case 1: q8_row<1>(wn, sn, xr, K, out); break;
-        case 2: q8_row<2>(wn, sn, xr, K, out); break;
-        case 3: q8_row<3>(wn, sn, xr, K, out); break;
-        case 4: q8_row<4>(wn, sn, xr, K, out); break;
-        case 5: q8_row<5>(wn, sn, xr, K, out); break;
-        case 6: q8_row<6>(wn, sn, xr, K, out); break;
-        case 7: q8_row<7>(wn, sn, xr, K, out); break;
-        default: q8_row<8>(wn, sn, xr, K, out); break;
-      }
+      unrolled(rows, [&](auto R) { q8_row<R.value>(wn, sn, xr, K, out); });
       for (int64_t r = 0; r < rows; r++) y[(r0 + r) * N + n] = out[r];
     });
   }
