@@ -4,10 +4,11 @@ Streaming chat requests with 128 new tokens each go through the official openai 
 a server started here. In the same run, a baseline serves the same requests one at a time
 with transformers' `model.generate` (what a plain Flask wrapper does).
 
-    python -m clients.bench_llm                 # fp32 server + baseline
+    python -m clients.bench_llm                 # default server (q4 decode kernels) + baseline
     python -m clients.bench_llm --int8          # also an int8 server at concurrency 32
-    python -m clients.bench_llm --before --after-args "--quantize int4" --raw   # issue 18: before/after
+    python -m clients.bench_llm --before --raw  # issue 18: the fp32 torch path before it, same run
     python -m clients.bench_llm --compare http://127.0.0.1:8080   # also any OpenAI-compatible server
+                                                # (a llama-server on the same GGUF: see the README)
     python -m clients.bench_llm --constrained   # json_schema-constrained vs unconstrained at concurrency 32
     python -m clients.bench_llm --lora          # base vs 4 rank-16 vs 8 mixed-rank LoRA adapters at 32
 """
