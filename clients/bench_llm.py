@@ -136,10 +136,12 @@ def baseline(requests: int, concurrency: int, max_tokens: int) -> PhaseResult:
     return PhaseResult("baseline model.generate", concurrency, requests, tokens, elapsed, ttfts)
 
 
-def sweep(base_url: str, label: str, concurrencies: list[int], max_tokens: int) -> list[PhaseResult]:
+def sweep(
+    base_url: str, label: str, concurrencies: list[int], max_tokens: int, extra: dict | None = None
+) -> list[PhaseResult]:
     out = []
     for c in concurrencies:
-        out.append(asyncio.run(phase(base_url, label, c, max(4, c), max_tokens)))
+        out.append(asyncio.run(phase(base_url, label, c, max(4, c), max_tokens, extra)))
         print(out[-1].line(), flush=True)
     return out
 
@@ -229,8 +231,15 @@ def main() -> None:
     finally:
         server.stop()
     if args.compare:
+        # llama-server keeps each slot's prompt for the next request; rtserve has no prefix cache, and every
+        # phase here resends the same prompts, so it would measure a cache hit against a prefill
+        no_prompt_cache = {"cache_prompt": False}
         results += sweep(
-            args.compare.rstrip("/"), "compare " + args.compare, args.concurrency, args.max_tokens
+            args.compare.rstrip("/"),
+            "compare " + args.compare,
+            args.concurrency,
+            args.max_tokens,
+            no_prompt_cache,
         )
     if args.raw:
         print(raw_decode(args.max_tokens).line(), flush=True)

@@ -24,6 +24,7 @@ namespace {
 
 constexpr int kGroup = 32;
 constexpr int kRowBlock = 8;  // activation rows sharing one decoded weight group
+constexpr int64_t kTileN = 32;  // output rows per work item
 
 #if defined(__AVX512F__)
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -145,7 +146,17 @@ void unrolled(int64_t rows, Fn&& fn) {
   }
 }
 
-// The activation rows in blocks of up to kRowBlock, each block against one output row at a time.
+// Output rows in tiles of kTileN, split across the threads. Within a tile every block of activation rows
+// (L1-sized) runs over all the tile's weight rows (L2-sized) before the next block: at 32 rows the
+// activations no longer fit in L1, and streaming them once per output row cost more than the arithmetic.
+template <typename Fn>
+void by_output_tile(int64_t N, int threads, Fn&& fn) {
+  const int64_t tiles = (N + kTileN - 1) / kTileN;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t t = 0; t < tiles; t++) fn(t * kTileN, t * kTileN + kTileN < N ? t * kTileN + kTileN : N);
+}
+
+// The activation rows in blocks of up to kRowBlock.
 template <typename Fn>
 void by_row_block(int64_t rows, Fn&& fn) {
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
@@ -162,34 +173,36 @@ extern "C" {
 void rt_q4_linear(const uint8_t* codes, const float* scale, const float* low, const float* bias,
                   const float* x, float* y, int64_t M, int64_t N, int64_t K, int threads) {
   const int64_t groups = K / kGroup;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t n = 0; n < N; n++) {
-    const uint8_t* c = codes + n * groups * 16;
-    const float* s = scale + n * groups;
-    const float* l = low + n * groups;
+  by_output_tile(N, threads, [&](int64_t n0, int64_t n1) {
     float out[kRowBlock];
     by_row_block(M, [&](int64_t r0, int64_t rows) {
       const float* xr = x + r0 * K;
-      unrolled(rows, [&](auto R) { q4_row<R.value>(c, s, l, xr, K, out); });
-      for (int64_t r = 0; r < rows; r++) y[(r0 + r) * N + n] = out[r] + (bias ? bias[n] : 0.f);
+      for (int64_t n = n0; n < n1; n++) {
+        const uint8_t* c = codes + n * groups * 16;
+        const float* s = scale + n * groups;
+        const float* l = low + n * groups;
+        unrolled(rows, [&](auto R) { q4_row<R.value>(c, s, l, xr, K, out); });
+        for (int64_t r = 0; r < rows; r++) y[(r0 + r) * N + n] = out[r] + (bias ? bias[n] : 0.f);
+      }
     });
-  }
+  });
 }
 
 // y[M, N] = x[M, K] W^T, W in q8 groups. K must be a multiple of 32.
 void rt_q8_linear(const int8_t* w, const float* scale, const float* x, float* y, int64_t M, int64_t N,
                   int64_t K, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t n = 0; n < N; n++) {
-    const int8_t* wn = w + n * K;
-    const float* sn = scale + n * (K / kGroup);
+  by_output_tile(N, threads, [&](int64_t n0, int64_t n1) {
     float out[kRowBlock];
     by_row_block(M, [&](int64_t r0, int64_t rows) {
       const float* xr = x + r0 * K;
-      unrolled(rows, [&](auto R) { q8_row<R.value>(wn, sn, xr, K, out); });
-      for (int64_t r = 0; r < rows; r++) y[(r0 + r) * N + n] = out[r];
+      for (int64_t n = n0; n < n1; n++) {
+        const int8_t* wn = w + n * K;
+        const float* sn = scale + n * (K / kGroup);
+        unrolled(rows, [&](auto R) { q8_row<R.value>(wn, sn, xr, K, out); });
+        for (int64_t r = 0; r < rows; r++) y[(r0 + r) * N + n] = out[r];
+      }
     });
-  }
+  });
 }
 
 // h += delta (when delta is given), then out = h / rms(h) * weight, per row of K.
@@ -280,11 +293,13 @@ void rt_decode_attention(const float* qkv, int64_t row_stride, const float* k_ca
 }
 
 // out[M, I] = silu(gu[:, :I]) * gu[:, I:] for the fused gate/up rows gu[M, 2I].
-void rt_silu_mul(const float* gu, float* out, int64_t M, int64_t I) {
+void rt_silu_mul(const float* gu, float* out, int64_t M, int64_t I, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (M > 1)
   for (int64_t r = 0; r < M; r++) {
     const float* g = gu + r * 2 * I;
     const float* u = g + I;
     float* o = out + r * I;
+#pragma omp simd
     for (int64_t i = 0; i < I; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
   }
 }

@@ -20,7 +20,7 @@ _SIGNATURES: dict[str, list[type]] = {
     "rt_add_rms_norm": [_P, _P, _P, _F, _P, _I, _I],
     "rt_rope_store": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P],
     "rt_decode_attention": [_P, _I, _P, _P, _P, _P, _I, _I, _I, _I, _I, _F, _P, ctypes.c_int],
-    "rt_silu_mul": [_P, _P, _I, _I],
+    "rt_silu_mul": [_P, _P, _I, _I, ctypes.c_int],
 }
 
 
@@ -158,5 +158,5 @@ class CpuDecodeKernels:
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         rows, width = gate_up.shape
         out = torch.empty(rows, width // 2)
-        self._lib.rt_silu_mul(_ptr(gate_up), _ptr(out), rows, width // 2)
+        self._lib.rt_silu_mul(_ptr(gate_up), _ptr(out), rows, width // 2, self.threads)
         return out
