@@ -212,6 +212,7 @@ def test_kernel_decoder_selection_and_fallbacks(monkeypatch):
     with pytest.raises(ValueError, match="could not be built"):
         kernel_decoder_for(EngineConfig(quantize="q4"), "cpu", model, paged)
     monkeypatch.delenv(DISABLE_ENV)
+    assert load_cpu_kernels(Path("/proc/no-such-dir")) is None  # an unwritable cache: torch ops, no crash
     model.config.hidden_act = "gelu"
     assert "silu" in kernel_decoding_supported(model)
     with pytest.raises(ValueError, match="silu"):

@@ -54,20 +54,29 @@ def load_cpu_kernels(cache_dir: Path, march: str = "native") -> ctypes.CDLL | No
     import torch  # noqa: F401  (its OpenMP runtime must be loaded first, so the library shares it)
 
     target = _library_path(cache_dir, compiler, march)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            result = subprocess.run(
-                [compiler, *FLAGS, f"-march={march}", str(SOURCE), "-o", str(built)],
-                capture_output=True,
-                text=True,
-                check=False,
+    try:
+        if not target.exists() and not _build(compiler, march, target):
+            return None
+        return ctypes.CDLL(str(target))
+    except OSError as error:  # an unwritable cache directory, a library the loader refuses
+        log.warning("the CPU decode kernels are unavailable (%s); torch ops instead", error)
+        return None
+
+
+def _build(compiler: str, march: str, target: Path) -> bool:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        result = subprocess.run(
+            [compiler, *FLAGS, f"-march={march}", str(SOURCE), "-o", str(built)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            log.warning(
+                "building the CPU decode kernels failed; torch ops instead:\n%s", result.stderr[-2000:]
             )
-            if result.returncode != 0:
-                log.warning(
-                    "building the CPU decode kernels failed; torch ops instead:\n%s", result.stderr[-2000:]
-                )
-                return None
-            os.replace(built, target)  # atomic: a concurrent builder's copy is identical
-    return ctypes.CDLL(str(target))
+            return False
+        os.replace(built, target)  # atomic: a concurrent builder's copy is identical
+    return True
