@@ -263,10 +263,7 @@ void rt_decode_attention(const float* qkv, int64_t row_stride, const float* k_ca
         const int64_t kv = h / group;
         float best = -INFINITY;
         for (int64_t t = 0; t < T; t++) {
-          if (!mask[b * T + t]) {
-            p[t] = -INFINITY;
-            continue;
-          }
+          if (!mask[b * T + t]) continue;  // never read: the second pass skips it too
           const float* k = k_cache + (ctx_slots[b * T + t] * KVH + kv) * D;
           float dot = 0.f;
 #pragma omp simd reduction(+ : dot)

@@ -23,15 +23,17 @@ from engine.kernels.ops import CpuDecodeKernels, Q4Weight, Q8Weight
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
-def _fused(linears: list[nn.Linear]) -> Q4Weight:
+def _fused(linears: list[nn.Linear]) -> tuple[Q4Weight, bool]:
+    """The linears stacked into one q4 matrix, and whether its groups reproduce every weight exactly."""
     weight = torch.cat([linear.weight.detach().float() for linear in linears])
-    if all(linear.bias is None for linear in linears):
-        return Q4Weight.from_weight(weight)
-    biases = [
-        linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
-        for linear in linears
-    ]
-    return Q4Weight.from_weight(weight, torch.cat(biases))
+    bias = None
+    if any(linear.bias is not None for linear in linears):
+        bias = torch.cat([
+            linear.bias.detach().float() if linear.bias is not None else torch.zeros(linear.out_features)
+            for linear in linears
+        ])  # fmt: skip
+    fused = Q4Weight.from_weight(weight, bias)
+    return fused, torch.equal(fused.dequantize(), weight)
 
 
 def _norm_weight(norm: nn.Module) -> torch.Tensor:
@@ -46,14 +48,21 @@ class KernelLayer:
     o: Q4Weight
     gate_up: Q4Weight  # [2 * intermediate, hidden]
     down: Q4Weight
+    exact: bool  # the q4 groups reproduce every projection weight bit for bit
 
     @staticmethod
     def from_hf(layer: nn.Module) -> KernelLayer:
         attn, mlp = layer.self_attn, layer.mlp
+        groups = (
+            [attn.q_proj, attn.k_proj, attn.v_proj],
+            [attn.o_proj],
+            [mlp.gate_proj, mlp.up_proj],
+            [mlp.down_proj],
+        )
+        (qkv, o, gate_up, down), exact = zip(*(_fused(group) for group in groups), strict=True)
         return KernelLayer(
             _norm_weight(layer.input_layernorm), _norm_weight(layer.post_attention_layernorm),
-            _fused([attn.q_proj, attn.k_proj, attn.v_proj]), _fused([attn.o_proj]),
-            _fused([mlp.gate_proj, mlp.up_proj]), _fused([mlp.down_proj]),
+            qkv, o, gate_up, down, all(exact),
         )  # fmt: skip
 
 
@@ -95,21 +104,8 @@ class KernelDecoder:
         self.cos, self.sin = cos.float().contiguous(), sin.float().contiguous()
         # True when every weight came back exactly (a model shipped as GGUF Q4_1 with a Q8_0 head): then the
         # kernels compute with the model's own weights, and only the summation order differs from fp32.
-        self.exact = self._reproduces(model)
-
-    def _reproduces(self, model: nn.Module) -> bool:
-        for ours, theirs in zip(self.layers, model.model.layers, strict=True):
-            attn, mlp = theirs.self_attn, theirs.mlp
-            pairs = [
-                (ours.qkv, [attn.q_proj, attn.k_proj, attn.v_proj]), (ours.o, [attn.o_proj]),
-                (ours.gate_up, [mlp.gate_proj, mlp.up_proj]), (ours.down, [mlp.down_proj]),
-            ]  # fmt: skip
-            for weight, linears in pairs:
-                if not torch.equal(
-                    weight.dequantize(), torch.cat([linear.weight.float() for linear in linears])
-                ):
-                    return False
-        return torch.equal(self.lm_head.dequantize(), model.lm_head.weight.float())
+        head_exact = torch.equal(self.lm_head.dequantize(), model.lm_head.weight.float())
+        self.exact = head_exact and all(layer.exact for layer in self.layers)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, write_slots: torch.Tensor,
                 context_slots: torch.Tensor, context_mask: torch.Tensor, k_cache: torch.Tensor,
