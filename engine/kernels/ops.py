@@ -60,8 +60,12 @@ class Q4Weight:
         bias = None if bias is None else bias.detach().float().contiguous()
         return Q4Weight(packed.contiguous(), scale.contiguous(), low.contiguous(), bias)
 
+    def codes_by_input(self) -> torch.Tensor:
+        """The 4-bit codes unpacked, uint8 [N, K / 32, 32] in input order."""
+        return torch.cat([self.codes & 15, self.codes >> 4], -1)
+
     def dequantize(self) -> torch.Tensor:
-        codes = torch.cat([self.codes & 15, self.codes >> 4], -1).float()
+        codes = self.codes_by_input().float()
         return (codes * self.scale[..., None] + self.low[..., None]).reshape(self.shape)
 
 

@@ -19,6 +19,8 @@ import warnings
 import torch
 from torch import nn
 
+from engine.kernels.ops import Q4_GROUP, Q4Weight
+
 LLM_KEEP_FP32 = ("down_proj", "o_proj", "lm_head")
 WHISPER_ENCODER_INT8 = ("fc1", "fc2", "out_proj")
 WHISPER_HEAD = "proj_out"
@@ -52,23 +54,20 @@ def quantize_whisper_int8(model: nn.Module) -> nn.Module:
 
 # ---- weight-only formats: bf16 activations through torch's packed int4/int8 CPU kernels ----
 
-INT4_GROUP = 32  # the GGUF Q4_0/Q4_1 block: SmolLM2's shipped Q4_1 codes come back exactly
 WEIGHT_ONLY_FORMATS = ("int4", "int8w")
 
 
 class Int4Linear(nn.Module):
-    """y = x W^T with W stored as 4-bit codes, a bf16 scale and zero per group of INT4_GROUP inputs."""
+    """y = x W^T with W stored as 4-bit codes, a bf16 scale and zero per group of Q4_GROUP inputs."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        out_features, in_features = weight.shape
-        groups = weight.reshape(out_features, in_features // INT4_GROUP, INT4_GROUP)
-        low = groups.amin(-1, keepdim=True)
-        scale = (groups.amax(-1, keepdim=True) - low).clamp(min=1e-10) / 15
-        codes = ((groups - low) / scale).round().clamp(0, 15).reshape(out_features, in_features)
+        q4 = Q4Weight.from_weight(linear.weight)  # the same groups as the q4 decode kernels
+        out_features, in_features = q4.shape
+        codes = q4.codes_by_input().reshape(out_features, in_features)
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 2)
         # the kernel computes (code - 8) * scale + zero
+        scale, low = q4.scale[..., None], q4.low[..., None]
         zero = low + 8 * scale
         self.scales_and_zeros = torch.cat([scale, zero], -1).transpose(0, 1).contiguous().to(torch.bfloat16)
         self.out_features = out_features
@@ -76,7 +75,7 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, INT4_GROUP, self.scales_and_zeros)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, Q4_GROUP, self.scales_and_zeros)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
@@ -112,7 +111,7 @@ def quantize_llm_weight_only(model: nn.Module, fmt: str) -> nn.Module:
             if not isinstance(child, nn.Linear):
                 continue
             is_head = child is getattr(model, "lm_head", None)
-            use_int4 = fmt == "int4" and not is_head and child.in_features % INT4_GROUP == 0
+            use_int4 = fmt == "int4" and not is_head and child.in_features % Q4_GROUP == 0
             setattr(parent, child_name, Int4Linear(child) if use_int4 else Int8WeightLinear(child))
     return model
 
